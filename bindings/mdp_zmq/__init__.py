@@ -1,0 +1,1 @@
+"""Blocking pyzmq driver for mdp_core."""

@@ -1,0 +1,188 @@
+"""Events the state machines emit; drained with ``events()``.
+
+Every event is a small frozen dataclass. Bodies are tuples of bytes.
+Reasons are short human-readable strings (stable enough to log and to
+match in tests; not meant to be parsed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "BrokerLost",
+    "Disconnected",
+    "Event",
+    "FinalReply",
+    "PartialReply",
+    "ProtocolError",
+    "RequestAbandoned",
+    "RequestDelivered",
+    "RequestExpired",
+    "RequestFailed",
+    "RequestReceived",
+    "RequestRefused",
+    "RequestRequeued",
+    "ResetConnection",
+    "WorkerLost",
+    "WorkerReady",
+]
+
+Body = tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of all events."""
+
+
+# ------------------------------------------------------------- any machine
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError(Event):
+    """A peer sent something malformed or unexpected; it was dropped.
+
+    ``peer`` is the routing id at the broker, ``b""`` (the broker) on the
+    worker and client side. What the machine did about it (DISCONNECT,
+    reconnect) is stated in ``reason``.
+    """
+
+    peer: bytes
+    reason: str
+
+
+# ------------------------------------------------------------------ broker
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReady(Event):
+    """A worker registered for ``service``."""
+
+    worker: bytes
+    service: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLost(Event):
+    """A worker session ended (``reason`` says how); it gets nothing more."""
+
+    worker: bytes
+    service: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRequeued(Event):
+    """A request's worker was lost mid-job; the request goes to another one.
+
+    ``attempt`` is the number of attempts made so far.
+    """
+
+    client: bytes
+    service: bytes
+    worker: bytes
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDelivered(Event):
+    """A request ended well: its FINAL (or REPLY) was sent to the client."""
+
+    client: bytes
+    service: bytes
+    worker: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestExpired(Event):
+    """A request ended without a reply (timeout, out of attempts, ...)."""
+
+    client: bytes
+    service: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused(Event):
+    """A request was refused on arrival (e.g. its service queue was full)."""
+
+    client: bytes
+    service: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAbandoned(Event):
+    """A request ended because its client's connection is gone."""
+
+    client: bytes
+    service: bytes
+
+
+# ------------------------------------------------------------------ worker
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived(Event):
+    """The broker handed this worker a request.
+
+    Pass the event itself back to ``Worker.reply``/``Worker.partial``;
+    ``handle`` tells requests apart.
+    """
+
+    client: bytes
+    body: Body
+    handle: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLost(Event):
+    """The conversation with the broker is over.
+
+    The driver drops its socket and calls ``Worker.connect`` on a new one
+    after ``reconnect_delay`` seconds.
+    """
+
+    reason: str
+    reconnect_delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected(Event):
+    """The local application ended the conversation (``Worker.disconnect``)."""
+
+
+# ------------------------------------------------------------------ client
+
+
+@dataclass(frozen=True, slots=True)
+class PartialReply(Event):
+    """An MDP/0.2 PARTIAL reply to request ``request_id``."""
+
+    request_id: int
+    service: bytes
+    body: Body
+
+
+@dataclass(frozen=True, slots=True)
+class FinalReply(Event):
+    """The last (or only) reply to request ``request_id``; it is complete."""
+
+    request_id: int
+    service: bytes
+    body: Body
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed(Event):
+    """Request ``request_id`` ended without a reply (``reason`` says why)."""
+
+    request_id: int
+    service: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResetConnection(Event):
+    """Lazy Pirate: close the client socket and open a new one, then flush."""
