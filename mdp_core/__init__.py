@@ -4,6 +4,8 @@ Nothing here reads a clock, sleeps, touches a socket or draws random
 numbers: time comes in as ``now`` and bytes go out through ``outgoing()``.
 """
 
+from ._broker import Broker, BrokerConfig
+from ._client import Client, ClientConfig, RequestInProgress, mmi_service_found
 from ._codec import (
     ClientReply,
     ClientRequest,
@@ -17,7 +19,7 @@ from ._codec import (
     decode,
     encode,
 )
-from ._errors import LocalProtocolError, MalformedMessage, MdpError
+from ._errors import EmptyBody, LocalProtocolError, MalformedMessage, MdpError
 from ._events import (
     BrokerLost,
     Disconnected,
@@ -37,21 +39,39 @@ from ._events import (
     WorkerReady,
 )
 from ._state import RequestState, WorkerState
+from ._worker import (
+    AlreadyConnected,
+    AlreadyReplied,
+    NotCurrentRequest,
+    PartialNotSupported,
+    StaleRequest,
+    Worker,
+    WorkerConfig,
+)
 
 __all__ = [
+    "AlreadyConnected",
+    "AlreadyReplied",
+    "Broker",
+    "BrokerConfig",
     "BrokerLost",
+    "Client",
+    "ClientConfig",
     "ClientReply",
     "ClientRequest",
     "Command",
     "Dialect",
     "Disconnect",
     "Disconnected",
+    "EmptyBody",
     "Event",
     "FinalReply",
     "Heartbeat",
     "LocalProtocolError",
     "MalformedMessage",
     "MdpError",
+    "NotCurrentRequest",
+    "PartialNotSupported",
     "PartialReply",
     "ProtocolError",
     "Ready",
@@ -59,11 +79,15 @@ __all__ = [
     "RequestDelivered",
     "RequestExpired",
     "RequestFailed",
+    "RequestInProgress",
     "RequestReceived",
     "RequestRefused",
     "RequestRequeued",
     "RequestState",
     "ResetConnection",
+    "StaleRequest",
+    "Worker",
+    "WorkerConfig",
     "WorkerLost",
     "WorkerReady",
     "WorkerReply",
@@ -71,4 +95,5 @@ __all__ = [
     "WorkerState",
     "decode",
     "encode",
+    "mmi_service_found",
 ]

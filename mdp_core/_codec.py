@@ -132,9 +132,11 @@ class Disconnect:
 Command = (
     ClientRequest | ClientReply | Ready | WorkerRequest | WorkerReply | Heartbeat | Disconnect
 )
+"""Any MDP command: what :func:`decode` returns and :func:`encode` takes."""
 
-# Worker-protocol command bytes. MDP/0.2 and majortomo share the RFC 18 table.
-_W01_CODES = {b"\x01": "READY", b"\x02": "REQUEST", b"\x03": "FINAL", b"\x04": "HEARTBEAT",
+# Worker-protocol command bytes. MDP/0.2 and majortomo share the RFC 18 table;
+# names are the RFCs' own (RFC 7's 0x03 is REPLY), so error reasons match the text.
+_W01_CODES = {b"\x01": "READY", b"\x02": "REQUEST", b"\x03": "REPLY", b"\x04": "HEARTBEAT",
               b"\x05": "DISCONNECT"}
 _W02_CODES = {b"\x01": "READY", b"\x02": "REQUEST", b"\x03": "PARTIAL", b"\x04": "FINAL",
               b"\x05": "HEARTBEAT", b"\x06": "DISCONNECT"}
@@ -270,7 +272,7 @@ def _worker(
     body = _body(frames, start + 3, what)
     if name == "REQUEST":
         return WorkerRequest(client, body)
-    return WorkerReply(client, body, name == "FINAL")
+    return WorkerReply(client, body, name != "PARTIAL")  # FINAL, or MDP/0.1 REPLY
 
 
 # ---------------------------------------------------------------- encoding
@@ -302,7 +304,7 @@ def encode(command: Command, dialect: Dialect) -> list[bytes]:
     if isinstance(command, WorkerRequest):
         code = codes["REQUEST"]
     elif command.final:
-        code = codes["FINAL"]
+        code = codes["REPLY" if dialect is Dialect.MDP01 else "FINAL"]
     elif dialect is Dialect.MDP01:
         raise ValueError("MDP/0.1 has no PARTIAL reply")
     else:

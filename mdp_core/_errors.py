@@ -9,7 +9,7 @@ machine, and leave its state unchanged.
 
 from __future__ import annotations
 
-__all__ = ["LocalProtocolError", "MalformedMessage", "MdpError"]
+__all__ = ["EmptyBody", "LocalProtocolError", "MalformedMessage", "MdpError"]
 
 
 class MdpError(Exception):
@@ -29,3 +29,10 @@ class MalformedMessage(MdpError, ValueError):
 
 class LocalProtocolError(MdpError, RuntimeError):
     """The local application called a state machine in a way MDP forbids."""
+
+
+class EmptyBody(LocalProtocolError, ValueError):
+    """A request or reply body with no frames; MDP bodies need at least one.
+
+    (A single empty frame, ``b""``, is a valid one-frame body.)
+    """

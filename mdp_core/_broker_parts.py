@@ -1,0 +1,213 @@
+"""Records, configuration and wire helpers of the Broker (see ``_broker.py``).
+
+Everything here is private to the broker. Transition *rows* are the
+tables of :mod:`mdp_core._state` re-keyed by the input's string value
+(str hashes are cached, ``Enum.__hash__`` is a Python-level call), rebuilt
+from those tables each time a Broker is made, so the tables stay the
+single source of legality.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ._codec import C01, C02, W01, W02, Dialect
+from ._state import (
+    REQUEST_TRANSITIONS,
+    SESSION_TRANSITIONS,
+    RequestInput,
+    RequestState,
+    SessionInput,
+    WorkerState,
+)
+
+__all__ = ["BrokerConfig"]
+
+_INF = float("inf")
+
+_SessionRow = dict[str, tuple[WorkerState, "_SessionRow"]]
+_RequestRow = dict[str, tuple[RequestState, "_RequestRow"]]
+
+_READY = SessionInput.READY.value
+_REQUEST = SessionInput.REQUEST.value
+_PARTIAL = SessionInput.PARTIAL.value
+_FINAL = SessionInput.FINAL.value
+_HEARTBEAT = SessionInput.HEARTBEAT.value
+_DISCONNECT = SessionInput.DISCONNECT.value
+_LOST = SessionInput.CONNECTION_LOST.value
+_EXPIRED = SessionInput.EXPIRED.value
+_TIMEOUT = SessionInput.TIMEOUT.value
+
+_DISPATCH = RequestInput.DISPATCH.value
+_REQUEUE = RequestInput.REQUEUE.value
+_DELIVER = RequestInput.DELIVER.value
+_EXPIRE = RequestInput.EXPIRE.value
+
+_QUEUED = RequestState.QUEUED
+_GONE = WorkerState.GONE
+
+
+def _session_rows() -> dict[WorkerState, _SessionRow]:
+    rows: dict[WorkerState, _SessionRow] = {s: {} for s in WorkerState}
+    for (state, event), nxt in SESSION_TRANSITIONS.items():
+        rows[state][event.value] = (nxt, rows[nxt])
+    return rows
+
+
+def _request_rows() -> dict[RequestState, _RequestRow]:
+    rows: dict[RequestState, _RequestRow] = {s: {} for s in RequestState}
+    for (state, event), nxt in REQUEST_TRANSITIONS.items():
+        rows[state][event.value] = (nxt, rows[nxt])
+    return rows
+
+
+# Worker-protocol prefixes (before the command byte) and command bytes.
+_W_PREFIX = {Dialect.MDP01: (b"", W01), Dialect.MDP02: (W02,), Dialect.MAJORTOMO: (b"", W02)}
+_W_REQUEST = {Dialect.MDP01: b"\x02", Dialect.MDP02: b"\x02", Dialect.MAJORTOMO: b"\x02"}
+_W_HEARTBEAT = {Dialect.MDP01: b"\x04", Dialect.MDP02: b"\x05", Dialect.MAJORTOMO: b"\x05"}
+_W_DISCONNECT = {Dialect.MDP01: b"\x05", Dialect.MDP02: b"\x06", Dialect.MAJORTOMO: b"\x06"}
+
+
+def _disconnect_frames(dialect: Dialect) -> list[bytes]:
+    return [*_W_PREFIX[dialect], _W_DISCONNECT[dialect]]
+
+
+def _bytes_only(frames: Sequence[bytes], start: int) -> bool:
+    for i in range(start, len(frames)):  # noqa: SIM110 - a plain loop is faster than all()
+        if type(frames[i]) is not bytes:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Tunables of a :class:`Broker`; times are in seconds.
+
+    ``heartbeat_interval``: the broker sends HEARTBEAT to every worker this
+    often, and expects to hear from idle workers as often.
+    ``heartbeat_liveness``: an idle worker silent for ``heartbeat_liveness *
+    heartbeat_interval`` is expired (busy workers are not: they may not be
+    able to heartbeat; see ``processing_timeout``).
+    ``request_timeout``: how long, from its arrival, a request may wait in a
+    service queue before it ends with :class:`~mdp_core.RequestExpired`. It
+    does not limit a dispatched request; but if its worker is lost after that
+    time, the request goes on only if a worker of its service is idle, and
+    otherwise ends with ``RequestExpired``.
+    ``max_attempts``: a request is dispatched at most this many times; the
+    loss of its worker on the last attempt ends it (``RequestExpired``).
+    ``max_queue``: requests queued per service; beyond it new ones are
+    refused (:class:`~mdp_core.RequestRefused`).
+    ``processing_timeout``: default limit on how long a busy worker may take
+    (``None``: unlimited); past it the worker gets DISCONNECT and its request
+    is re-dispatched. ``service_processing_timeouts`` overrides it per
+    service name (a ``None`` value there means unlimited for that service).
+    ``max_gathered_bytes``: an MDP/0.1 client cannot take PARTIAL replies,
+    so the broker gathers them and sends them with the FINAL as one REPLY;
+    if the gathered PARTIAL bodies exceed this many bytes, the request ends
+    with ``RequestExpired`` and the rest of that reply is dropped.
+
+    Raises :class:`ValueError` for a value out of range.
+    """
+
+    heartbeat_interval: float = 2.5
+    heartbeat_liveness: int = 3
+    request_timeout: float = 30.0
+    max_attempts: int = 3
+    max_queue: int = 10_000
+    processing_timeout: float | None = None
+    service_processing_timeouts: Mapping[bytes, float | None] = field(
+        default_factory=dict, hash=False)
+    max_gathered_bytes: int = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.heartbeat_interval > 0:
+            raise ValueError("heartbeat_interval must be > 0")
+        if self.heartbeat_liveness < 1:
+            raise ValueError("heartbeat_liveness must be >= 1")
+        if not self.request_timeout > 0:
+            raise ValueError("request_timeout must be > 0")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if self.max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
+        if self.max_gathered_bytes < 0:
+            raise ValueError("max_gathered_bytes must be >= 0")
+        timeouts = dict(self.service_processing_timeouts)
+        for value in (self.processing_timeout, *timeouts.values()):
+            if value is not None and not value > 0:
+                raise ValueError("processing timeouts must be > 0 or None")
+        object.__setattr__(self, "service_processing_timeouts", timeouts)
+
+
+class _Service:
+    __slots__ = ("idle", "name", "processing_timeout", "queue", "queued", "workers")
+
+    def __init__(self, name: bytes, processing_timeout: float | None) -> None:
+        self.name = name
+        self.queue: deque[_Request] = deque()
+        self.queued = 0  # live requests in ``queue`` (it may hold stale ones)
+        self.idle: OrderedDict[bytes, _Worker] = OrderedDict()
+        self.workers = 0
+        self.processing_timeout = processing_timeout
+
+
+class _Worker:
+    __slots__ = (
+        "deadline", "dialect", "expires", "heartbeat_at", "peer", "request", "request_prefix",
+        "row", "service", "state", "timer_at",
+    )
+
+    def __init__(
+        self, peer: bytes, service: _Service, dialect: Dialect, state: WorkerState,
+        row: _SessionRow, now: float, expiry: float, interval: float,
+    ) -> None:
+        self.peer = peer
+        self.service = service
+        self.dialect = dialect
+        self.request_prefix = (*_W_PREFIX[dialect], _W_REQUEST[dialect])  # frames before client
+        self.state = state
+        self.row = row
+        self.request: _Request | None = None
+        self.expires = now + expiry  # idle expiry: last heard + liveness * interval
+        self.heartbeat_at = now + interval  # when the broker next sends HEARTBEAT
+        self.deadline = _INF  # processing deadline while busy
+        self.timer_at = _INF  # the time of this worker's live heap entry
+
+
+class _Request:
+    __slots__ = (
+        "attempts", "body", "client", "deadline", "dialect", "gathered", "gathered_bytes", "id",
+        "row", "service", "state",
+    )
+
+    def __init__(
+        self, rid: int, client: bytes, service: _Service, dialect: Dialect,
+        body: Sequence[bytes], deadline: float, row: _RequestRow,
+    ) -> None:
+        self.id = rid
+        self.client = client
+        self.service = service
+        self.dialect = dialect
+        self.body = body
+        self.deadline = deadline
+        self.state = _QUEUED
+        self.row = row
+        self.attempts = 0
+        self.gathered: list[bytes] | None = None
+        self.gathered_bytes = 0
+
+
+def _reply_frames(
+    dialect: Dialect, service: bytes, gathered: list[bytes] | None, body: Sequence[bytes],
+    final: bool,
+) -> list[bytes]:
+    """Frames of a reply to a client in its dialect (same as ``encode`` would build)."""
+    if dialect is Dialect.MDP02:
+        return [C02, b"\x03" if final else b"\x02", service, *body]
+    if dialect is Dialect.MDP01:
+        if gathered:
+            return [b"", C01, service, *gathered, *body]
+        return [b"", C01, service, *body]
+    return [b"", C02, b"\x04" if final else b"\x03", *body]
