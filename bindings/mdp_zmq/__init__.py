@@ -1,1 +1,32 @@
-"""Blocking pyzmq driver for mdp_core."""
+"""Blocking pyzmq driver for mdp_core, the pyzmq glue other drivers share, and the CLI.
+
+* :class:`Broker` - one ROUTER for clients and workers; notices a worker's
+  dropped connection in milliseconds (monitor + ``zmq.SRCFD``) and lets the
+  core re-dispatch its request.
+* :class:`Worker` - runs a handler per request; reconnects on broker loss.
+* :class:`Client` - Lazy Pirate requests, streaming, MMI ``service_exists``.
+"""
+
+from mdp_core import BrokerConfig, ClientConfig, Dialect, WorkerConfig
+
+from ._broker import Broker
+from ._client import Client, MdpZmqError, RequestTimeout
+from ._glue import TransportConfig
+from ._tracker import ConnectionTracker
+from ._worker import Handler, Reply, Worker
+
+__all__ = [
+    "Broker",
+    "BrokerConfig",
+    "Client",
+    "ClientConfig",
+    "ConnectionTracker",
+    "Dialect",
+    "Handler",
+    "MdpZmqError",
+    "Reply",
+    "RequestTimeout",
+    "TransportConfig",
+    "Worker",
+    "WorkerConfig",
+]

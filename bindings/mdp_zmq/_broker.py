@@ -1,0 +1,304 @@
+"""Blocking pyzmq driver for :class:`mdp_core.Broker`.
+
+One ROUTER socket serves clients and workers of every dialect. The loop
+polls the ROUTER, its monitor and a wake-up fd with the timeout the core
+asks for (``next_deadline()``), feeds the core, sends what it queued and
+reports its events. Dead peers are found in layers (DESIGN.md): monitor
+DISCONNECTED + ``zmq.SRCFD`` through :class:`ConnectionTracker`, ZMTP
+heartbeats (which end in the same DISCONNECTED), ``ROUTER_MANDATORY``
+(EHOSTUNREACH on send), then the core's own MDP heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType, TracebackType
+
+import zmq
+
+import mdp_core
+from mdp_core import Event
+
+from ._glue import (
+    TransportConfig,
+    Waker,
+    close_monitor,
+    drain_monitor,
+    make_router,
+    recv_routed,
+    send_frames,
+    timeout_ms,
+)
+from ._logging import log_event
+from ._tracker import ConnectionTracker
+
+__all__ = ["Broker"]
+
+log = logging.getLogger("mdp_zmq.broker")
+
+#: Messages read per loop turn before timers, monitor and sends get a turn.
+BATCH = 256
+#: Loop turns a known loss may wait for the ROUTER to be emptied (busy broker).
+MAX_LOSS_DEFERRAL = 4
+
+
+class Broker:
+    """An MDP broker on one ROUTER socket bound to ``endpoints``.
+
+    The socket is bound in the constructor (``endpoints`` then holds the
+    resolved addresses, so ``tcp://127.0.0.1:*`` shows its port). ``run()``
+    serves until :meth:`close` (from any thread) or, when run in the main
+    thread, SIGINT/SIGTERM. ``on_event`` is called in the broker's thread
+    with every core event (after it is logged; an exception it raises is
+    logged and ignored). Raises ``zmq.ZMQError`` if an endpoint cannot be
+    bound, ValueError if there is none.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        config: mdp_core.BrokerConfig | None = None,
+        *,
+        transport: TransportConfig | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        self.core = mdp_core.Broker(
+            config=config if config is not None else mdp_core.BrokerConfig()
+        )
+        self.transport = transport if transport is not None else TransportConfig()
+        self.context = context if context is not None else zmq.Context.instance()
+        self.on_event = on_event
+        self.clock = clock
+        self.tracker = ConnectionTracker()
+        self._lost: dict[bytes, None] = {}  # peers lost, in order, not yet told to the core
+        self._lost_turns = 0
+        self._router, self._monitor, self.endpoints = make_router(
+            self.context, endpoints, self.transport
+        )
+        self._waker = Waker()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._running = False
+        self._closed = False
+        self.dropped = 0  # messages dropped because a peer's send queue was full
+
+    # --------------------------------------------------------------- public
+
+    @property
+    def endpoint(self) -> str:
+        """The first bound endpoint (resolved)."""
+        return self.endpoints[0]
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Serve until :meth:`close` or SIGINT/SIGTERM, then shut down cleanly.
+
+        Shutdown sends DISCONNECT to every live worker and closes the
+        socket with a bounded linger. Signal handlers are only installed
+        from the main thread (and restored on return). Raises RuntimeError
+        if the broker is closed or already running.
+        """
+        self._begin()
+        self._serve(handle_signals)
+
+    def _begin(self) -> None:
+        with self._lock:
+            if self._closed or self._running:
+                raise RuntimeError("broker is closed or already running")
+            self._running = True
+
+    def _serve(self, handle_signals: bool) -> None:
+        restore = self._install_signals() if handle_signals else {}
+        log.info("broker listening on %s", ", ".join(self.endpoints))
+        try:
+            self._loop()
+        finally:
+            for sig, old in restore.items():
+                signal.signal(sig, old)
+            self._shutdown()
+
+    def close(self) -> None:
+        """Stop the broker; thread-safe and idempotent.
+
+        If ``run()`` is active it returns after its clean shutdown;
+        otherwise the socket is closed here.
+        """
+        with self._lock:
+            self._closing = True
+            running = self._running
+        if running:
+            self._waker.wake()
+        else:
+            self._shutdown()
+
+    def start(self) -> threading.Thread:
+        """Run the broker in a daemon thread (no signal handling); return it."""
+        self._begin()  # now, so that a close() right after start() is not lost
+        thread = threading.Thread(
+            target=self._serve, args=(False,), name="mdp-broker", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- loop
+
+    def _loop(self) -> None:
+        core, router, monitor = self.core, self._router, self._monitor
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        poller.register(self._waker.fileno(), zmq.POLLIN)
+        while not self._closing:
+            ready = dict(poller.poll(timeout_ms(core.next_deadline(), self.clock())))
+            now = self.clock()
+            if monitor in ready:
+                self._drain_monitor()
+            drained = self._read(now) if router in ready or self._lost else True
+            if self._lost:
+                self._lost_turns += 1
+                if drained or self._lost_turns > MAX_LOSS_DEFERRAL:
+                    self._apply_losses(now)
+            deadline = core.next_deadline()
+            if deadline is not None and now >= deadline:
+                core.tick(now)
+            self._flush(now)
+            self._report()
+            if self._waker.fileno() in ready:
+                self._waker.clear()
+
+    def _read(self, now: float) -> bool:
+        """Read up to BATCH messages; True if the socket was emptied."""
+        core, tracker = self.core, self.tracker
+        for _ in range(BATCH):
+            item = recv_routed(self._router)
+            if item is None:
+                return True
+            peer, frames, fd = item
+            if fd >= 0 and not tracker.knows(peer, fd):
+                # A routing id new to the tracker: read the monitor first, so
+                # an fd reused by this new peer is not confused with the old.
+                self._drain_monitor()
+                before = tracker.connection_of(peer)
+                if tracker.bind(peer, fd):
+                    # Still queued from a closed connection: feed it, then the loss.
+                    self._lost.setdefault(peer)
+                elif before is not None or peer in self._lost:
+                    # The same routing id (chosen by the peer) on a new
+                    # connection: the old one is over, before this message.
+                    self._lost.pop(peer, None)
+                    core.connection_lost(peer, now)
+            core.receive(peer, frames, now)
+        return False
+
+    def _drain_monitor(self) -> None:
+        """Feed the tracker every monitor event; collect the peers lost."""
+        tracker, lost = self.tracker, self._lost
+        for ev in drain_monitor(self._monitor):
+            if ev.event == zmq.EVENT_ACCEPTED:
+                gone = tracker.accepted(ev.value)
+            elif ev.event == zmq.EVENT_DISCONNECTED:
+                gone = tracker.disconnected(ev.value)
+            else:  # pragma: no cover - not subscribed
+                continue
+            for peer in gone:
+                lost.setdefault(peer)
+
+    def _apply_losses(self, now: float) -> None:
+        """Tell the core about lost peers, once their last messages are read.
+
+        libzmq queues a connection's messages before it reports the
+        disconnect, so reading the ROUTER until it is empty first lets a
+        worker's last FINAL (or DISCONNECT) count before its loss does, and
+        the request is not re-dispatched for nothing.
+        """
+        lost, self._lost = self._lost, {}
+        self._lost_turns = 0
+        for peer in lost:
+            self.core.connection_lost(peer, now)
+
+    def _flush(self, now: float) -> None:
+        core, router = self.core, self._router
+        while True:
+            out = core.outgoing()
+            if not out:
+                return
+            for peer, frames in out:
+                try:
+                    send_frames(router, [peer, *frames])
+                except zmq.Again:
+                    self.dropped += 1
+                    log.warning("send queue to %s full; message dropped", peer.hex())
+                except zmq.ZMQError as exc:
+                    if exc.errno != zmq.EHOSTUNREACH:
+                        raise
+                    # ROUTER_MANDATORY: the peer is gone (layer 1's backstop).
+                    self.tracker.forget(peer)
+                    core.connection_lost(peer, now)
+
+    def _report(self) -> None:
+        for event in self.core.events():
+            log_event(log, event)
+            if self.on_event is not None:
+                try:
+                    self.on_event(event)
+                except Exception:  # a bad callback must not take the broker down
+                    log.exception("on_event callback failed for %s", type(event).__name__)
+
+    # --------------------------------------------------------------- shutdown
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._running = False
+        try:
+            if not self._router.closed:
+                now = self.clock()
+                self.core.close(now)
+                try:
+                    self._flush(now)
+                except zmq.ZMQError as exc:  # pragma: no cover - best effort
+                    log.debug("flush at shutdown failed: %s", exc)
+                self._report()
+        finally:
+            close_monitor(self._router, self._monitor)
+            self._router.close()  # LINGER from TransportConfig bounds this
+            self._waker.close()
+            log.info("broker stopped")
+
+    def _install_signals(self) -> dict[int, signal.Handlers | Callable[..., object] | int | None]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old: dict[int, signal.Handlers | Callable[..., object] | int | None] = {}
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self._closing:
+                raise KeyboardInterrupt
+            log.info("signal %s: shutting down", signal.Signals(signum).name)
+            # No lock here: the signal may land while this thread holds it.
+            self._closing = True
+            self._waker.wake()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+        return old

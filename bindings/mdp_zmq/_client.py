@@ -1,0 +1,244 @@
+"""Blocking pyzmq driver for :class:`mdp_core.Client` (Lazy Pirate).
+
+The core decides when to give up on a reply and resend; the driver waits
+on its DEALER for the core's deadline, and on ``ResetConnection`` closes
+the DEALER and opens a new one before sending again, so a late reply to an
+abandoned attempt can never be read as the answer to a later one. The
+DEALER's monitor reports a dropped connection (broker died or restarted),
+which the core treats as an immediate timeout of the outstanding request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+
+import zmq
+
+import mdp_core
+from mdp_core import (
+    Dialect,
+    FinalReply,
+    PartialReply,
+    ProtocolError,
+    RequestFailed,
+    ResetConnection,
+)
+
+from ._glue import TransportConfig, close_monitor, drain_monitor, make_dealer, timeout_ms
+
+__all__ = ["Client", "MdpZmqError", "RequestTimeout"]
+
+log = logging.getLogger("mdp_zmq.client")
+
+
+class MdpZmqError(Exception):
+    """Base class of the exceptions the pyzmq drivers raise."""
+
+
+class RequestTimeout(MdpZmqError):
+    """A request got no (final) reply after all its attempts.
+
+    ``service`` is the service asked, ``reason`` the core's reason, e.g.
+    ``"no reply after 4 attempts"`` or ``"connection lost after 2 attempts"``.
+    """
+
+    def __init__(self, service: bytes, reason: str) -> None:
+        super().__init__(f"{service.decode(errors='replace')}: {reason}")
+        self.service = service
+        self.reason = reason
+
+
+class Client:
+    """A blocking MDP client connected to the broker at ``endpoint``.
+
+    One request at a time (MDP's rule per socket); use one Client per
+    thread. ``config`` gives the default ``timeout`` (seconds per attempt)
+    and ``retries`` (resends after the first attempt). Use it as a context
+    manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        config: mdp_core.ClientConfig | None = None,
+        version: Dialect = Dialect.MDP02,
+        *,
+        transport: TransportConfig | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.version = version
+        self.core = mdp_core.Client(config, version)
+        self.transport = transport if transport is not None else TransportConfig()
+        self.context = context if context is not None else zmq.Context.instance()
+        self.clock = clock
+        self._sock: zmq.Socket[bytes] | None = None
+        self._mon: zmq.Socket[bytes] | None = None
+        self._poller = zmq.Poller()
+        self._closed = False
+
+    # --------------------------------------------------------------- public
+
+    def request(
+        self,
+        service: str | bytes,
+        *frames: bytes,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> list[bytes]:
+        """Send ``frames`` to ``service`` and return the reply's frames.
+
+        PARTIAL replies (MDP/0.2) are skipped; the FINAL is returned.
+        ``timeout``/``retries`` override the config for this call. Raises
+        :class:`RequestTimeout` if no reply came after all attempts,
+        :class:`mdp_core.EmptyBody` if no frame is given, ValueError for an
+        empty service name.
+        """
+        for final, body in self._exchange(_b(service), frames, timeout, retries):
+            if final:
+                return body
+        raise AssertionError("unreachable: an exchange ends with a FINAL or raises")
+
+    def stream(
+        self,
+        service: str | bytes,
+        *frames: bytes,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> Iterator[list[bytes]]:
+        """Send a request and yield each PARTIAL body, then the FINAL body.
+
+        ``timeout`` applies to each gap between replies. After a resend a
+        stream may start again from its first PARTIAL (see the core).
+        Leaving the loop early cancels the request (the socket is
+        replaced). Raises like :meth:`request`.
+        """
+        for _final, body in self._exchange(_b(service), frames, timeout, retries):
+            yield body
+
+    def service_exists(self, name: str | bytes) -> bool:
+        """Ask the broker (MMI ``mmi.service``) whether ``name`` has workers.
+
+        Uses the config's timeout and retries. Raises :class:`RequestTimeout`
+        without an answer, ValueError if the broker does not implement MMI.
+        """
+        if self._closed:
+            raise RuntimeError("client is closed")
+        rid = self.core.service_exists(_b(name), self.clock())
+        for final, body in self._run(rid, b"mmi.service"):
+            if final:
+                return mdp_core.mmi_service_found(FinalReply(rid, b"mmi.service", tuple(body)))
+        raise AssertionError("unreachable: an exchange ends with a FINAL or raises")
+
+    def close(self) -> None:
+        """Close the socket; idempotent. The client cannot be used afterwards."""
+        self._closed = True
+        self._close_socket()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- engine
+
+    def _exchange(
+        self,
+        service: bytes,
+        frames: tuple[bytes, ...],
+        timeout: float | None,
+        retries: int | None,
+    ) -> Iterator[tuple[bool, list[bytes]]]:
+        if self._closed:
+            raise RuntimeError("client is closed")
+        rid = self.core.request(service, list(frames), self.clock(), timeout, retries)
+        yield from self._run(rid, service)
+
+    def _run(self, rid: int, service: bytes) -> Iterator[tuple[bool, list[bytes]]]:
+        core = self.core
+        done = False
+        try:
+            if self._sock is None:
+                self._open()
+            self._flush()
+            while True:
+                assert self._sock is not None and self._mon is not None
+                ready = dict(self._poller.poll(timeout_ms(core.next_deadline(), self.clock())))
+                now = self.clock()
+                if self._sock in ready or self._mon in ready:
+                    # The socket first: a reply queued before a drop still counts.
+                    while True:
+                        try:
+                            msg = self._sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        core.receive(msg, now)
+                if self._mon in ready:
+                    for ev in drain_monitor(self._mon):
+                        if ev.event == zmq.EVENT_DISCONNECTED:
+                            log.info("connection to %s dropped", self.endpoint)
+                            core.connection_lost(now)
+                deadline = core.next_deadline()
+                if deadline is not None and now >= deadline:
+                    core.tick(now)
+                for event in core.events():
+                    if isinstance(event, ResetConnection):
+                        log.debug("no reply in time; new socket")
+                        self._close_socket()
+                        self._open()
+                    elif isinstance(event, PartialReply) and event.request_id == rid:
+                        yield False, list(event.body)
+                    elif isinstance(event, FinalReply) and event.request_id == rid:
+                        done = True
+                        yield True, list(event.body)
+                        return
+                    elif isinstance(event, RequestFailed) and event.request_id == rid:
+                        done = True
+                        raise RequestTimeout(service, event.reason)
+                    elif isinstance(event, ProtocolError):
+                        log.debug("dropped: %s", event.reason)
+                self._flush()
+        finally:
+            if not done:
+                # Abandoned mid-request (generator closed, KeyboardInterrupt):
+                # the core has no cancel, so start over with a fresh core and
+                # socket, and a late reply cannot be taken for the next one.
+                self.core = mdp_core.Client(self.config, self.version)
+                self._close_socket()
+
+    def _flush(self) -> None:
+        assert self._sock is not None
+        for frames in self.core.outgoing():
+            try:
+                self._sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                log.warning("send queue to broker full; request dropped (will retry)")
+
+    def _open(self) -> None:
+        self._sock, self._mon = make_dealer(self.context, self.endpoint, self.transport)
+        assert self._mon is not None
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._mon, zmq.POLLIN)
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            if self._mon is not None:
+                close_monitor(self._sock, self._mon)
+            self._sock.close(0)
+        self._sock = self._mon = None
+
+
+def _b(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)

@@ -1,0 +1,305 @@
+"""pyzmq glue shared by every driver (blocking, trio, gevent).
+
+Socket options, monitor sockets and their events, the ROUTER receive that
+also reads the connection's fd, endpoint parsing, and a thread-safe wake-up
+for blocking loops. Nothing here knows MDP: it moves bytes and events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+__all__ = [
+    "DEALER_MONITOR_EVENTS",
+    "ROUTER_MONITOR_EVENTS",
+    "MonitorEvent",
+    "TransportConfig",
+    "Waker",
+    "close_monitor",
+    "configure_socket",
+    "drain_monitor",
+    "make_dealer",
+    "make_router",
+    "normalize_endpoint",
+    "open_monitor",
+    "recv_routed",
+    "send_frames",
+    "timeout_ms",
+]
+
+log = logging.getLogger("mdp_zmq")
+
+#: Events the broker needs from its ROUTER: both carry the connection's fd.
+ROUTER_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+#: Events a worker or client needs from its DEALER.
+DEALER_MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+
+_monitor_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """ZeroMQ-level settings of a driver's socket (all times in seconds).
+
+    ``heartbeat_ivl``/``heartbeat_timeout``/``heartbeat_ttl`` are the ZMTP
+    heartbeats (``ZMQ_HEARTBEAT_IVL``/``_TIMEOUT``/``_TTL``): libzmq's I/O
+    thread pings the peer and drops a connection that stays silent past the
+    timeout, which the drivers then see as a disconnect. They are answered
+    by the I/O thread, so a peer busy in Python is *not* dropped, while a
+    frozen or vanished one is. ``None`` (or 0) turns one off; all three off
+    disables ZMTP heartbeating.
+
+    ``linger`` bounds how long closing a socket may wait for unsent
+    messages. ``reconnect_ivl``/``reconnect_ivl_max`` are libzmq's own
+    reconnect backoff for connecting sockets. ``sndhwm``/``rcvhwm`` are
+    the per-peer high-water marks (``None``: libzmq's default).
+    """
+
+    heartbeat_ivl: float | None = 1.0
+    heartbeat_timeout: float | None = 3.0
+    heartbeat_ttl: float | None = 3.0
+    linger: float = 1.0
+    reconnect_ivl: float = 0.1
+    reconnect_ivl_max: float = 2.0
+    sndhwm: int | None = None
+    rcvhwm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorEvent:
+    """One parsed monitor event: ``event`` is a ``zmq.EVENT_*`` value.
+
+    ``value`` is the fd for ACCEPTED/DISCONNECTED (an errno or interval
+    for other events).
+    """
+
+    event: int
+    value: int
+    endpoint: str
+
+
+def _ms(seconds: float | None) -> int:
+    return 0 if not seconds else max(1, round(seconds * 1000))
+
+
+def configure_socket(sock: zmq.Socket[bytes], transport: TransportConfig) -> None:
+    """Apply ``transport`` (heartbeats, linger, reconnect, HWMs) to ``sock``."""
+    sock.setsockopt(zmq.LINGER, _ms(transport.linger) if transport.linger > 0 else 0)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(transport.heartbeat_ivl))
+    if transport.heartbeat_ivl:
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(transport.heartbeat_timeout))
+        # TTL travels in deciseconds; libzmq rejects values below 100 ms.
+        ttl = _ms(transport.heartbeat_ttl)
+        if ttl:
+            sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, ttl))
+    sock.setsockopt(zmq.RECONNECT_IVL, _ms(transport.reconnect_ivl))
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, _ms(transport.reconnect_ivl_max))
+    if transport.sndhwm is not None:
+        sock.setsockopt(zmq.SNDHWM, transport.sndhwm)
+    if transport.rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, transport.rcvhwm)
+
+
+def normalize_endpoint(endpoint: str, *, bind: bool = False) -> str:
+    """Turn a user-supplied endpoint into a ZeroMQ one.
+
+    ``"5555"`` becomes ``tcp://127.0.0.1:5555`` (``tcp://*:5555`` is never
+    implied), ``"host:port"`` becomes ``tcp://host:port``, a path containing
+    ``/`` becomes ``ipc://path``; ``scheme://...`` is kept. ``bind`` only
+    affects the message of the ValueError raised for an empty endpoint.
+    """
+    ep = endpoint.strip()
+    if not ep:
+        raise ValueError(f"empty endpoint to {'bind' if bind else 'connect'}")
+    if "://" in ep:
+        return ep
+    if ep.isdigit():
+        return f"tcp://127.0.0.1:{ep}"
+    if "/" in ep:
+        return f"ipc://{ep}"
+    return f"tcp://{ep}"
+
+
+def open_monitor(sock: zmq.Socket[bytes], events: int) -> zmq.Socket[bytes]:
+    """Start monitoring ``sock`` for ``events``; return the PAIR to read them.
+
+    Like ``Socket.get_monitor_socket`` but with an unlimited receive HWM, so
+    that events are not dropped while the driver drains the monitor lazily.
+    Call before ``bind``/``connect`` so no connection escapes it.
+    """
+    addr = f"inproc://mdp-monitor-{os.getpid()}-{next(_monitor_ids)}"
+    sock.monitor(addr, events)
+    mon: zmq.Socket[bytes] = sock.context.socket(zmq.PAIR)
+    mon.setsockopt(zmq.RCVHWM, 0)
+    mon.setsockopt(zmq.LINGER, 0)
+    mon.connect(addr)
+    return mon
+
+
+def close_monitor(sock: zmq.Socket[bytes], mon: zmq.Socket[bytes]) -> None:
+    """Stop monitoring ``sock`` (if still open) and close ``mon``."""
+    if not sock.closed:
+        with contextlib.suppress(zmq.ZMQError):
+            sock.disable_monitor()
+    mon.close(0)
+
+
+def drain_monitor(mon: zmq.Socket[bytes]) -> list[MonitorEvent]:
+    """Read every monitor event available now, without blocking."""
+    out: list[MonitorEvent] = []
+    while True:
+        try:
+            msg = mon.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return out
+        parsed = parse_monitor_message(msg)
+        out.append(
+            MonitorEvent(
+                int(parsed["event"]),
+                int(parsed["value"]),
+                bytes(parsed["endpoint"]).decode(errors="replace"),
+            )
+        )
+
+
+def make_router(
+    context: zmq.Context[zmq.Socket[bytes]],
+    endpoints: Iterable[str],
+    transport: TransportConfig,
+) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], list[str]]:
+    """Create the broker's ROUTER with its monitor, bound to ``endpoints``.
+
+    ``ROUTER_MANDATORY`` is set, so a send to a peer that is gone raises
+    ``EHOSTUNREACH`` instead of vanishing, and ``ROUTER_HANDOVER``, so a
+    peer with an explicit routing id can reconnect. Returns ``(router, monitor,
+    bound)`` where ``bound`` holds the resolved endpoints (``LAST_ENDPOINT``,
+    so ``tcp://127.0.0.1:*`` shows its port).
+    """
+    router: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+    try:
+        configure_socket(router, transport)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # Peers that choose their own routing id (other MDP libraries may)
+        # and reconnect while the old connection is half-open would be
+        # black-holed without handover; with it the new connection wins.
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        monitor = open_monitor(router, ROUTER_MONITOR_EVENTS)
+        bound: list[str] = []
+        try:
+            for ep in endpoints:
+                router.bind(normalize_endpoint(ep, bind=True))
+                bound.append(router.getsockopt_string(zmq.LAST_ENDPOINT))
+        except BaseException:
+            close_monitor(router, monitor)
+            raise
+    except BaseException:
+        router.close(0)
+        raise
+    if not bound:
+        close_monitor(router, monitor)
+        router.close(0)
+        raise ValueError("a broker needs at least one endpoint to bind")
+    return router, monitor, bound
+
+
+def make_dealer(
+    context: zmq.Context[zmq.Socket[bytes]],
+    endpoint: str,
+    transport: TransportConfig,
+    *,
+    monitor: bool = True,
+) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes] | None]:
+    """Create a DEALER connected to ``endpoint``, with its monitor if asked.
+
+    ``IMMEDIATE`` is left off: messages queue until the connection is up,
+    which is what a worker's READY and a client's first request want.
+    """
+    dealer: zmq.Socket[bytes] = context.socket(zmq.DEALER)
+    try:
+        configure_socket(dealer, transport)
+        mon = open_monitor(dealer, DEALER_MONITOR_EVENTS) if monitor else None
+        dealer.connect(normalize_endpoint(endpoint))
+    except BaseException:
+        dealer.close(0)
+        raise
+    return dealer, mon
+
+
+def recv_routed(router: zmq.Socket[bytes]) -> tuple[bytes, list[bytes], int] | None:
+    """Receive one message from ``router`` without blocking.
+
+    Returns ``(routing id, frames, fd)`` with the fd read from ``zmq.SRCFD``
+    (-1 if libzmq gave none), or None if nothing is waiting.
+    """
+    try:
+        parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
+    try:
+        fd = int(parts[-1].get(zmq.SRCFD))
+    except zmq.ZMQError:  # pragma: no cover - libzmq without SRCFD
+        fd = -1
+    return parts[0].bytes, [p.bytes for p in parts[1:]], fd
+
+
+def send_frames(sock: zmq.Socket[bytes], frames: Sequence[bytes]) -> None:
+    """Send a multipart message without blocking (raises ``zmq.Again`` if full)."""
+    sock.send_multipart(frames, zmq.NOBLOCK)
+
+
+def timeout_ms(deadline: float | None, now: float, cap: float | None = None) -> int | None:
+    """Milliseconds to poll until ``deadline`` (None: forever), at most ``cap`` s.
+
+    Rounded up so a loop never spins just before a deadline.
+    """
+    if deadline is None:
+        return None if cap is None else math.ceil(cap * 1000)
+    wait = max(0.0, deadline - now)
+    if cap is not None:
+        wait = min(wait, cap)
+    return math.ceil(wait * 1000)
+
+
+class Waker:
+    """A thread- and signal-safe way to wake a loop blocked in ``zmq.Poller``.
+
+    ``fileno()`` goes into the poller; ``wake()`` may be called from any
+    thread or a signal handler; ``clear()`` empties it.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+
+    def fileno(self) -> int:
+        """The fd to register for POLLIN."""
+        return self._r.fileno()
+
+    def wake(self) -> None:
+        """Make the fd readable (never blocks, never raises on a full pipe)."""
+        with contextlib.suppress(OSError):
+            self._w.send(b"\0")
+
+    def clear(self) -> None:
+        """Consume pending wake-ups."""
+        try:
+            while self._r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Release both ends."""
+        self._r.close()
+        self._w.close()

@@ -1,0 +1,339 @@
+"""Blocking pyzmq driver for :class:`mdp_core.Worker`.
+
+One DEALER per conversation with the broker. The handler runs in the
+driver's thread, so while it works nothing is read; that is fine: the
+ZMTP heartbeats are answered by libzmq's I/O thread (a busy worker stays
+connected), and the core does not judge the broker's silence while busy.
+The DEALER's monitor reports a dropped connection (a broker that died or
+restarted), which ends the conversation at once through
+``Worker.connection_lost``; the driver then opens a new socket after the
+core's reconnect delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType, TracebackType
+
+import zmq
+
+import mdp_core
+from mdp_core import BrokerLost, Dialect, RequestReceived
+
+from ._glue import TransportConfig, Waker, close_monitor, drain_monitor, make_dealer, timeout_ms
+from ._logging import log_event
+
+__all__ = ["Handler", "Reply", "Worker"]
+
+log = logging.getLogger("mdp_zmq.worker")
+
+#: What a handler may return: one frame, a list of frames, or (MDP/0.2) an
+#: iterator whose items are PARTIAL bodies and whose return value is the FINAL.
+Reply = bytes | Sequence[bytes] | Iterator[bytes | Sequence[bytes]]
+#: A request handler: takes the request's body frames, returns a :data:`Reply`.
+Handler = Callable[[list[bytes]], Reply]
+
+_BATCH = 64
+
+
+class Worker:
+    """An MDP worker for ``service`` that calls ``handler`` for each request.
+
+    ``handler(frames)`` gets the request body (a list of bytes frames) and
+    returns the reply: ``bytes`` (one frame) or a sequence of frames; or it
+    is a generator (MDP/0.2 only) whose yielded items are sent as PARTIAL
+    replies at once and whose ``return`` value is the FINAL reply (``b""``
+    if it returns nothing).
+
+    If the handler raises, the exception is logged and the request is
+    abandoned (``Worker.abandon`` in the core): this worker sends
+    DISCONNECT and registers again, and the broker re-dispatches the
+    request to another worker or, out of attempts, expires it. The client
+    never sees the exception; it gets a reply from another attempt or its
+    own timeout. PARTIALs already sent stay sent. A generator on MDP/0.1
+    fails the same way (0.1 has no PARTIAL).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        service: str | bytes,
+        handler: Handler,
+        config: mdp_core.WorkerConfig | None = None,
+        version: Dialect = Dialect.MDP02,
+        *,
+        transport: TransportConfig | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoint = endpoint
+        self.service = service.encode() if isinstance(service, str) else bytes(service)
+        self.handler = handler
+        self.core = mdp_core.Worker(self.service, config, version)
+        self.transport = transport if transport is not None else TransportConfig()
+        self.context = context if context is not None else zmq.Context.instance()
+        self.clock = clock
+        self._sock: zmq.Socket[bytes] | None = None
+        self._mon: zmq.Socket[bytes] | None = None
+        self._reconnect_at: float | None = None
+        self._waker = Waker()
+        self._poller = self._make_poller()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._running = False
+        self._closed = False
+        self.handled = 0  # requests answered with a FINAL
+
+    # --------------------------------------------------------------- public
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Register with the broker and serve requests until :meth:`close`.
+
+        Also stops on SIGINT/SIGTERM when run in the main thread (after
+        the request in progress, if any; a second signal interrupts it).
+        On return the worker has sent DISCONNECT and closed its socket.
+        Raises RuntimeError if the worker is closed or already running.
+        """
+        self._begin()
+        self._serve(handle_signals)
+
+    def _begin(self) -> None:
+        with self._lock:
+            if self._closed or self._running:
+                raise RuntimeError("worker is closed or already running")
+            self._running = True
+
+    def _serve(self, handle_signals: bool) -> None:
+        restore = self._install_signals() if handle_signals else {}
+        try:
+            if not self._closing:
+                self._open(self.clock())
+            self._loop()
+        finally:
+            for sig, old in restore.items():
+                signal.signal(sig, old)
+            self._shutdown()
+
+    def close(self) -> None:
+        """Stop the worker; thread-safe and idempotent.
+
+        A request in progress is finished and answered first.
+        """
+        with self._lock:
+            self._closing = True
+            running = self._running
+        if running:
+            self._waker.wake()
+        else:
+            self._shutdown()
+
+    def start(self) -> threading.Thread:
+        """Run the worker in a daemon thread (no signal handling); return it."""
+        self._begin()  # now, so that a close() right after start() is not lost
+        thread = threading.Thread(
+            target=self._serve, args=(False,), name="mdp-worker", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- loop
+
+    def _loop(self) -> None:
+        core = self.core
+        while not self._closing:
+            now = self.clock()
+            deadline = core.next_deadline()
+            if self._reconnect_at is not None:
+                deadline = self._reconnect_at
+            ready = dict(self._poller.poll(timeout_ms(deadline, now)))
+            now = self.clock()
+            if self._waker.fileno() in ready:
+                self._waker.clear()
+            # Read the socket before the monitor: libzmq queues a connection's
+            # last messages (a broker's DISCONNECT) before it reports the drop.
+            mon = self._mon
+            emptied = self._read(now) if self._sock is not None and (
+                self._sock in ready or mon in ready) else True
+            if emptied and mon is not None and mon is self._mon and mon in ready:
+                self._watch_monitor(now)
+                self._after(now)
+            deadline = core.next_deadline()
+            if deadline is not None and now >= deadline:
+                core.tick(now)
+            self._after(now)
+            if self._reconnect_at is not None and self.clock() >= self._reconnect_at:
+                self._open(self.clock())
+
+    def _read(self, now: float) -> bool:
+        """Feed up to a batch of messages to the core; True if the socket was emptied."""
+        for _ in range(_BATCH):
+            if self._sock is None:
+                return True
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            self.core.receive(frames, now)
+            self._after(now)
+        return False
+
+    def _watch_monitor(self, now: float) -> None:
+        assert self._mon is not None
+        for ev in drain_monitor(self._mon):
+            if ev.event == zmq.EVENT_DISCONNECTED:
+                log.info("connection to %s dropped", ev.endpoint or self.endpoint)
+                self.core.connection_lost(now)
+            elif ev.event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                log.info("connected to broker at %s", ev.endpoint or self.endpoint)
+
+    def _after(self, now: float) -> None:
+        """Send what the core queued, then act on its events (in order)."""
+        self._flush()
+        for event in self.core.events():
+            log_event(log, event)
+            if isinstance(event, RequestReceived):
+                self._handle(event)
+            elif isinstance(event, BrokerLost):
+                self._flush()
+                self._close_socket(linger=self.transport.linger)
+                self._reconnect_at = self.clock() + event.reconnect_delay
+                log.info("reconnecting in %.2f s", event.reconnect_delay)
+        self._flush()
+
+    def _handle(self, request: RequestReceived) -> None:
+        core = self.core
+        try:
+            result = self.handler(list(request.body))
+            if isinstance(result, (bytes, bytearray, memoryview, list, tuple)):
+                final: bytes | Sequence[bytes] = result
+            elif isinstance(result, Iterator):
+                final = yield_partials(result, lambda body: self._partial(request, body))
+            else:
+                raise TypeError(f"handler returned {type(result).__name__}, not bytes/frames")
+        except Exception:
+            log.exception("handler for %s failed; request abandoned", self.service.decode(
+                errors="replace"))
+            try:
+                core.abandon(request, self.clock())
+            except mdp_core.LocalProtocolError as exc:
+                log.debug("cannot abandon: %s", exc)
+            return
+        if self._mon is not None:
+            # The broker may have gone while the handler ran: learn it now, so
+            # the reply is not queued for whatever broker the socket reaches next.
+            self._watch_monitor(self.clock())
+        try:
+            core.reply(request, final, self.clock())
+        except mdp_core.LocalProtocolError as exc:
+            log.warning("reply dropped: %s", exc)
+            return
+        self.handled += 1
+
+    def _partial(self, request: RequestReceived, body: bytes | Sequence[bytes]) -> None:
+        self.core.partial(request, body, self.clock())
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.core.outgoing()
+        if self._sock is None:
+            return  # the conversation's socket is gone; nothing can reach the broker
+        for frames in out:
+            try:
+                self._sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                log.warning("send queue to broker full; message dropped")
+
+    # --------------------------------------------------------------- sockets
+
+    def _make_poller(self) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(self._waker.fileno(), zmq.POLLIN)
+        if self._sock is not None and self._mon is not None:
+            poller.register(self._sock, zmq.POLLIN)
+            poller.register(self._mon, zmq.POLLIN)
+        return poller
+
+    def _open(self, now: float) -> None:
+        self._reconnect_at = None
+        self._sock, self._mon = make_dealer(self.context, self.endpoint, self.transport)
+        self._poller = self._make_poller()
+        log.info("worker for %s connecting to %s", self.service.decode(errors="replace"),
+                 self.endpoint)
+        self.core.connect(now)
+        self._flush()
+
+    def _close_socket(self, linger: float | None = None) -> None:
+        if self._sock is None:
+            return
+        if self._mon is not None:
+            close_monitor(self._sock, self._mon)
+        ms = None if linger is None else max(0, round(linger * 1000))
+        self._sock.close(ms if ms is not None else 0)
+        self._sock = self._mon = None
+        self._poller = self._make_poller()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._running = False
+        try:
+            if self._sock is not None:
+                self.core.disconnect(self.clock())
+                self._flush()
+                self.core.events()
+        finally:
+            self._close_socket(linger=self.transport.linger)
+            self._waker.close()
+            log.info("worker for %s stopped", self.service.decode(errors="replace"))
+
+    def _install_signals(self) -> dict[int, signal.Handlers | Callable[..., object] | int | None]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old: dict[int, signal.Handlers | Callable[..., object] | int | None] = {}
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self._closing:
+                raise KeyboardInterrupt
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            # No lock here: the signal may land while this thread holds it.
+            self._closing = True
+            self._waker.wake()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+        return old
+
+
+def yield_partials(
+    stream: Iterator[bytes | Sequence[bytes]],
+    send: Callable[[bytes | Sequence[bytes]], None],
+) -> bytes | Sequence[bytes]:
+    """Send every item of ``stream`` with ``send``; return its return value.
+
+    The value a generator ``return``s is the FINAL body; ``b""`` if None.
+    """
+    while True:
+        try:
+            item = next(stream)
+        except StopIteration as stop:
+            value = stop.value
+            return b"" if value is None else value
+        send(item)
