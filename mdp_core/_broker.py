@@ -349,13 +349,7 @@ class Broker:
             self._out.append((peer, _reply_frames(dialect, service, None, reply, True)))
             self._events.append(RequestDelivered(peer, service, b""))
             return
-        svc = self._services.get(service)
-        if svc is None:
-            svc = self._services[service] = _Service(
-                service,
-                self.config.service_processing_timeouts.get(
-                    service, self.config.processing_timeout),
-            )
+        svc = self._service(service)
         idle = svc.idle
         if not idle and svc.queued >= self.config.max_queue:
             self._events.append(RequestRefused(
@@ -375,6 +369,15 @@ class Broker:
             svc.queue.append(req)
             svc.queued += 1
             self._waiting.append(req)
+
+    def _service(self, name: bytes) -> _Service:
+        """The service called ``name``, created on demand."""
+        svc = self._services.get(name)
+        if svc is None:
+            cfg = self.config
+            svc = self._services[name] = _Service(
+                name, cfg.service_processing_timeouts.get(name, cfg.processing_timeout))
+        return svc
 
     def _forget(self, req: _Request) -> None:
         """Remove an ended request from its client's table."""
@@ -451,13 +454,7 @@ class Broker:
                 peer, f"READY for {service!r}: workers may not register mmi.* services; "
                 "sent DISCONNECT"))
             return
-        svc = self._services.get(service)
-        if svc is None:
-            svc = self._services[service] = _Service(
-                service,
-                self.config.service_processing_timeouts.get(
-                    service, self.config.processing_timeout),
-            )
+        svc = self._service(service)
         w = _Worker(peer, svc, dialect, t[0], t[1], now, self._expiry, self._interval)
         self._workers[peer] = w
         svc.workers += 1

@@ -1,0 +1,23 @@
+"""A broker on one ROUTER socket: MDP/0.1, MDP/0.2 and majortomo peers alike."""
+
+import logging
+import os
+
+from mdp_zmq import Broker, BrokerConfig, TransportConfig
+
+ENDPOINT = os.environ.get("MDP_ENDPOINT", "tcp://127.0.0.1:5555")
+logging.basicConfig(level=logging.INFO)  # worker ready/lost, re-dispatch: one line each
+
+broker = Broker(
+    ENDPOINT,
+    BrokerConfig(
+        heartbeat_interval=2.5,  # MDP heartbeats (idle workers)
+        max_attempts=3,  # a request whose worker dies is retried elsewhere
+        request_timeout=30.0,  # a request nobody can take expires after this
+    ),
+    # ZMTP heartbeats drop a frozen or vanished host after heartbeat_timeout;
+    # a worker busy in Python is not dropped (libzmq's I/O thread answers pings).
+    transport=TransportConfig(heartbeat_ivl=1.0, heartbeat_timeout=3.0),
+)
+print("listening on", *broker.endpoints, flush=True)
+broker.run()  # until Ctrl-C/SIGTERM or broker.close(); workers get DISCONNECT
