@@ -570,6 +570,10 @@ class Broker:
         if _REQUEUE not in row:  # its client is gone or it expired already
             return
         req.state, req.row = row[_REQUEUE]
+        # PARTIALs gathered for an MDP/0.1 client belong to the lost attempt;
+        # the next attempt's REPLY must hold only its own.
+        req.gathered = None
+        req.gathered_bytes = 0
         svc = req.service
         cfg = self.config
         if req.attempts >= cfg.max_attempts:

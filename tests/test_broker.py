@@ -816,6 +816,20 @@ def test_01_client_with_02_worker_gets_partials_gathered_into_one_reply() -> Non
     assert h.raw() == [(b"c1", [b"", b"MDPC01", b"echo", b"p1", b"p2", b"p3", b"f"])]
 
 
+def test_01_client_reply_holds_only_the_partials_of_the_attempt_that_finished() -> None:
+    h = Harness(max_gathered_bytes=6)
+    h.ready(b"w1")
+    h.request(b"c1", body=(b"q",), dialect=D1)
+    h.drain()
+    h.reply(b"w1", b"c1", (b"dead.",), final=False)  # 5 of 6 bytes, then w1 dies
+    h.b.connection_lost(b"w1", h.now)
+    h.ready(b"w2")
+    h.drain()
+    h.reply(b"w2", b"c1", (b"p2",), final=False)  # would pass the cap if 'dead.' counted
+    h.reply(b"w2", b"c1", (b"f",))
+    assert h.raw() == [(b"c1", [b"", b"MDPC01", b"echo", b"p2", b"f"])]
+
+
 def test_gathered_partials_beyond_max_gathered_bytes_expire_the_request() -> None:
     h = Harness(max_gathered_bytes=5)
     h.ready(b"w1")
