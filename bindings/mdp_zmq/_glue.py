@@ -45,6 +45,9 @@ ROUTER_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 DEALER_MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 _monitor_ids = itertools.count(1)
+#: Plain ints: pyzmq's flag enums cost a Python-level call per combination.
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,20 +244,40 @@ def recv_routed(router: zmq.Socket[bytes]) -> tuple[bytes, list[bytes], int] | N
     Returns ``(routing id, frames, fd)`` with the fd read from ``zmq.SRCFD``
     (-1 if libzmq gave none), or None if nothing is waiting.
     """
+    # Frame by frame with ``Frame.more`` rather than ``recv_multipart``: the
+    # latter asks getsockopt(RCVMORE) per frame; this halves the per-message
+    # cost on small MDP messages (bench/e2e.py, docs/performance.md).
+    recv = router.recv
     try:
-        parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
+        part = recv(_NOBLOCK, copy=False)
     except zmq.Again:
         return None
+    peer = part.bytes
+    frames: list[bytes] = []
+    while part.more:  # the rest of a multipart message is already there: never EAGAIN
+        part = recv(_NOBLOCK, copy=False)
+        frames.append(part.bytes)
     try:
-        fd = int(parts[-1].get(zmq.SRCFD))
+        fd = int(part.get(zmq.SRCFD))  # from the last frame, as before
     except zmq.ZMQError:  # pragma: no cover - libzmq without SRCFD
         fd = -1
-    return parts[0].bytes, [p.bytes for p in parts[1:]], fd
+    return peer, frames, fd
 
 
 def send_frames(sock: zmq.Socket[bytes], frames: Sequence[bytes]) -> None:
-    """Send a multipart message without blocking (raises ``zmq.Again`` if full)."""
-    sock.send_multipart(frames, zmq.NOBLOCK)
+    """Send a multipart message without blocking (raises ``zmq.Again`` if full).
+
+    What ``send_multipart(frames, NOBLOCK)`` does, frame by frame with
+    plain int flags: pyzmq's version type-checks every frame and combines
+    enum flags per frame, which costs more than the send on small messages.
+    A ROUTER refuses (EAGAIN/EHOSTUNREACH) on the first frame, so nothing is
+    sent in part.
+    """
+    send = sock.send
+    last = len(frames) - 1
+    for i in range(last):
+        send(frames[i], _MORE_NOBLOCK)
+    send(frames[last], _NOBLOCK)
 
 
 def timeout_ms(deadline: float | None, now: float, cap: float | None = None) -> int | None:

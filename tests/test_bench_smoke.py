@@ -1,0 +1,74 @@
+"""Each bench script runs for about a second with tiny parameters (so they cannot rot).
+
+Loopback only. Every script runs in a session of its own; if one hangs past
+its timeout, that session (the script and the brokers/workers it started)
+is killed, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+pytestmark = pytest.mark.slow
+
+
+def run_script(args: list[str], timeout: float = 60.0) -> str:
+    """Run ``python bench/<args>``; return its stdout; fail on a non-zero exit."""
+    p = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)  # the group this test started, only
+        p.communicate()
+        raise
+    text = out.decode(errors="replace")
+    assert p.returncode == 0, text
+    return text
+
+
+def test_core_bench_reports_broker_worker_client_and_memory(tmp_path: Path) -> None:
+    out = run_script([str(BENCH / "core_broker.py"), "2", "20", "--services", "1", "10",
+                      "--seconds", "0.05", "--rounds", "1", "--mem-n", "50",
+                      "--json", str(tmp_path / "core.json"), "--chart", str(tmp_path / "c.png")])
+    assert "Broker, 20 workers, 10 service(s)" in out and "Client core" in out
+    data = json.loads((tmp_path / "core.json").read_text())["core"]
+    assert data["memory"]["bytes_per_idle_worker"] > 0
+    assert data["medians"]["2w/1s"] > 0
+
+
+def test_e2e_bench_measures_every_contender_against_the_floor(tmp_path: Path) -> None:
+    out = run_script([str(BENCH / "e2e.py"), "--seconds", "0.1", "--rounds", "1",
+                      "--workers", "1", "--window", "10", "--json", str(tmp_path / "e2e.json")])
+    summary = json.loads((tmp_path / "e2e.json").read_text())["e2e"]["summary"]
+    for mode in ("sequential", "concurrent"):
+        assert set(summary[mode]) == {"floor", "floor-lru", "mdp_zmq", "majortomo",
+                                      "majortomo-quiet"}
+        assert all(m["rps"] > 0 for m in summary[mode].values())
+    assert "x floor" in out
+
+
+def test_recovery_bench_sees_redispatch_and_majortomo_never_replies(tmp_path: Path) -> None:
+    run_script([str(BENCH / "recovery.py"), "--kills", "2", "--majortomo-kills", "1",
+                "--client-timeout", "0.5", "--json", str(tmp_path / "rec.json")])
+    data = json.loads((tmp_path / "rec.json").read_text())["recovery"]
+    ours = data["runs"]["mdp_zmq"]
+    assert len(ours) == 2 and all(r["requeued"] is not None and r["reply"] for r in ours)
+    assert [r["reply"] for r in data["runs"]["majortomo"]] == [None]
+
+
+def test_run_all_entry_point_parses_its_options() -> None:
+    out = run_script([str(BENCH / "run_all.py"), "--help"], timeout=30)
+    assert "--quick" in out
