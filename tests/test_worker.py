@@ -565,3 +565,12 @@ def test_arbitrary_frames_never_raise_out_of_receive(
     w.outgoing()
     for event in w.events():
         assert isinstance(event, (ProtocolError, BrokerLost, RequestReceived))
+
+
+def test_default_heartbeat_settings_match_the_brokers() -> None:
+    """RFC 7/18 Known Weaknesses: heartbeat rates must be alike at both ends."""
+    from mdp_core import BrokerConfig
+
+    broker, worker = BrokerConfig(), WorkerConfig()
+    assert (worker.heartbeat_interval, worker.heartbeat_liveness) == (
+        broker.heartbeat_interval, broker.heartbeat_liveness)
