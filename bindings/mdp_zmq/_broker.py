@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
+from typing import Any
 
 import zmq
 
@@ -44,6 +45,9 @@ log = logging.getLogger("mdp_zmq.broker")
 BATCH = 256
 #: Loop turns a known loss may wait for the ROUTER to be emptied (busy broker).
 MAX_LOSS_DEFERRAL = 4
+
+_POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
 
 
 class Broker:
@@ -161,34 +165,48 @@ class Broker:
     # --------------------------------------------------------------- loop
 
     def _loop(self) -> None:
-        core, router, monitor = self.core, self._router, self._monitor
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(monitor, zmq.POLLIN)
-        poller.register(self._waker.fileno(), zmq.POLLIN)
+        core, router, monitor, clock = self.core, self._router, self._monitor, self.clock
+        waker = self._waker.fileno()
+        # zmq.zmq_poll on a list built once: what zmq.Poller.poll does,
+        # without its per-call argument handling and the dict built from its
+        # result. With one request in flight the loop turns once per message.
+        items: list[tuple[Any, int]] = [(router, _POLLIN), (monitor, _POLLIN), (waker, _POLLIN)]
+        poll, next_deadline = zmq.zmq_poll, core.next_deadline
         while not self._closing:
-            ready = dict(poller.poll(timeout_ms(core.next_deadline(), self.clock())))
-            now = self.clock()
-            if monitor in ready:
+            # One next_deadline() per turn: a deadline that the messages read
+            # below bring forward is met on the next turn (its poll won't wait).
+            deadline = next_deadline()
+            wait = timeout_ms(deadline, clock())
+            timeout = -1 if wait is None else wait
+            router_ready = monitor_ready = woken = False
+            for item, _ in poll(items, timeout):
+                if item is router:
+                    router_ready = True
+                elif item is monitor:
+                    monitor_ready = True
+                else:
+                    woken = True
+            now = clock()
+            if monitor_ready:
                 self._drain_monitor()
-            drained = self._read(now) if router in ready or self._lost else True
+            drained = self._read(now) if router_ready or self._lost else True
             if self._lost:
                 self._lost_turns += 1
                 if drained or self._lost_turns > MAX_LOSS_DEFERRAL:
                     self._apply_losses(now)
-            deadline = core.next_deadline()
             if deadline is not None and now >= deadline:
                 core.tick(now)
             self._flush(now)
             self._report()
-            if self._waker.fileno() in ready:
+            if woken:
                 self._waker.clear()
 
     def _read(self, now: float) -> bool:
         """Read up to BATCH messages; True if the socket was emptied."""
-        core, tracker = self.core, self.tracker
+        core, tracker, router = self.core, self.tracker, self._router
+        events = router.get
         for _ in range(BATCH):
-            item = recv_routed(self._router)
+            item = recv_routed(router)
             if item is None:
                 return True
             peer, frames, fd = item
@@ -206,6 +224,11 @@ class Broker:
                     self._lost.pop(peer, None)
                     core.connection_lost(peer, now)
             core.receive(peer, frames, now)
+            # Ask ZMQ_EVENTS whether another message waits rather than let
+            # the next recv fail: a raised zmq.Again costs a few us more,
+            # paid once per message when requests come one at a time.
+            if not int(events(_EVENTS)) & _POLLIN:
+                return True
         return False
 
     def _drain_monitor(self) -> None:
