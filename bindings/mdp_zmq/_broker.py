@@ -12,11 +12,8 @@ heartbeats (which end in the same DISCONNECTED), ``ROUTER_MANDATORY``
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType, TracebackType
 from typing import Any
 
 import zmq
@@ -26,7 +23,6 @@ from mdp_core import Event
 
 from ._glue import (
     TransportConfig,
-    Waker,
     close_monitor,
     drain_monitor,
     make_router,
@@ -35,6 +31,7 @@ from ._glue import (
     timeout_ms,
 )
 from ._logging import log_event
+from ._runner import Runner
 from ._tracker import ConnectionTracker
 
 __all__ = ["Broker"]
@@ -50,17 +47,21 @@ _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
 
 
-class Broker:
+class Broker(Runner):
     """An MDP broker on one ROUTER socket bound to ``endpoints``.
 
     The socket is bound in the constructor (``endpoints`` then holds the
     resolved addresses, so ``tcp://127.0.0.1:*`` shows its port). ``run()``
     serves until :meth:`close` (from any thread) or, when run in the main
-    thread, SIGINT/SIGTERM. ``on_event`` is called in the broker's thread
+    thread, SIGINT/SIGTERM; on shutdown every live worker gets DISCONNECT
+    and the socket closes with a bounded linger. ``on_event`` is called in the broker's thread
     with every core event (after it is logged; an exception it raises is
     logged and ignored). Raises ``zmq.ZMQError`` if an endpoint cannot be
     bound, ValueError if there is none.
     """
+
+    _name = "broker"
+    _log = log
 
     def __init__(
         self,
@@ -87,11 +88,7 @@ class Broker:
         self._router, self._monitor, self.endpoints = make_router(
             self.context, endpoints, self.transport
         )
-        self._waker = Waker()
-        self._lock = threading.Lock()
-        self._closing = False
-        self._running = False
-        self._closed = False
+        super().__init__()  # after the bind: nothing to release if it fails
         self.dropped = 0  # messages dropped because a peer's send queue was full
 
     # --------------------------------------------------------------- public
@@ -101,66 +98,8 @@ class Broker:
         """The first bound endpoint (resolved)."""
         return self.endpoints[0]
 
-    def run(self, *, handle_signals: bool = True) -> None:
-        """Serve until :meth:`close` or SIGINT/SIGTERM, then shut down cleanly.
-
-        Shutdown sends DISCONNECT to every live worker and closes the
-        socket with a bounded linger. Signal handlers are only installed
-        from the main thread (and restored on return). Raises RuntimeError
-        if the broker is closed or already running.
-        """
-        self._begin()
-        self._serve(handle_signals)
-
-    def _begin(self) -> None:
-        with self._lock:
-            if self._closed or self._running:
-                raise RuntimeError("broker is closed or already running")
-            self._running = True
-
-    def _serve(self, handle_signals: bool) -> None:
-        restore = self._install_signals() if handle_signals else {}
+    def _prepare(self) -> None:
         log.info("broker listening on %s", ", ".join(self.endpoints))
-        try:
-            self._loop()
-        finally:
-            for sig, old in restore.items():
-                signal.signal(sig, old)
-            self._shutdown()
-
-    def close(self) -> None:
-        """Stop the broker; thread-safe and idempotent.
-
-        If ``run()`` is active it returns after its clean shutdown;
-        otherwise the socket is closed here.
-        """
-        with self._lock:
-            self._closing = True
-            running = self._running
-        if running:
-            self._waker.wake()
-        else:
-            self._shutdown()
-
-    def start(self) -> threading.Thread:
-        """Run the broker in a daemon thread (no signal handling); return it."""
-        self._begin()  # now, so that a close() right after start() is not lost
-        thread = threading.Thread(
-            target=self._serve, args=(False,), name="mdp-broker", daemon=True
-        )
-        thread.start()
-        return thread
-
-    def __enter__(self) -> Broker:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --------------------------------------------------------------- loop
 
@@ -288,11 +227,8 @@ class Broker:
     # --------------------------------------------------------------- shutdown
 
     def _shutdown(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._running = False
+        if not self._finish():
+            return
         try:
             if not self._router.closed:
                 now = self.clock()
@@ -307,21 +243,3 @@ class Broker:
             self._router.close()  # LINGER from TransportConfig bounds this
             self._waker.close()
             log.info("broker stopped")
-
-    def _install_signals(self) -> dict[int, signal.Handlers | Callable[..., object] | int | None]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old: dict[int, signal.Handlers | Callable[..., object] | int | None] = {}
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            if self._closing:
-                raise KeyboardInterrupt
-            log.info("signal %s: shutting down", signal.Signals(signum).name)
-            # No lock here: the signal may land while this thread holds it.
-            self._closing = True
-            self._waker.wake()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
-        return old

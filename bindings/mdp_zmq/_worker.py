@@ -13,19 +13,17 @@ core's reconnect delay.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from types import FrameType, TracebackType
 
 import zmq
 
 import mdp_core
 from mdp_core import BrokerLost, Dialect, RequestReceived
 
-from ._glue import TransportConfig, Waker, close_monitor, drain_monitor, make_dealer, timeout_ms
+from ._glue import TransportConfig, close_monitor, drain_monitor, make_dealer, timeout_ms
 from ._logging import log_event
+from ._runner import Runner
 
 __all__ = ["Handler", "Reply", "Worker"]
 
@@ -40,7 +38,7 @@ Handler = Callable[[list[bytes]], Reply]
 _BATCH = 64
 
 
-class Worker:
+class Worker(Runner):
     """An MDP worker for ``service`` that calls ``handler`` for each request.
 
     ``handler(frames)`` gets the request body (a list of bytes frames) and
@@ -56,7 +54,15 @@ class Worker:
     never sees the exception; it gets a reply from another attempt or its
     own timeout. PARTIALs already sent stay sent. A generator on MDP/0.1
     fails the same way (0.1 has no PARTIAL).
+
+    ``run()`` registers with the broker and serves until :meth:`close` or
+    (main thread) SIGINT/SIGTERM; a request in progress is finished and
+    answered first (a second signal interrupts it). On return the worker has
+    sent DISCONNECT and closed its socket.
     """
+
+    _name = "worker"
+    _log = log
 
     def __init__(
         self,
@@ -80,76 +86,14 @@ class Worker:
         self._sock: zmq.Socket[bytes] | None = None
         self._mon: zmq.Socket[bytes] | None = None
         self._reconnect_at: float | None = None
-        self._waker = Waker()
+        super().__init__()
         self._poller = self._make_poller()
-        self._lock = threading.Lock()
-        self._closing = False
-        self._running = False
-        self._closed = False
         self.handled = 0  # requests answered with a FINAL
 
     # --------------------------------------------------------------- public
 
-    def run(self, *, handle_signals: bool = True) -> None:
-        """Register with the broker and serve requests until :meth:`close`.
-
-        Also stops on SIGINT/SIGTERM when run in the main thread (after
-        the request in progress, if any; a second signal interrupts it).
-        On return the worker has sent DISCONNECT and closed its socket.
-        Raises RuntimeError if the worker is closed or already running.
-        """
-        self._begin()
-        self._serve(handle_signals)
-
-    def _begin(self) -> None:
-        with self._lock:
-            if self._closed or self._running:
-                raise RuntimeError("worker is closed or already running")
-            self._running = True
-
-    def _serve(self, handle_signals: bool) -> None:
-        restore = self._install_signals() if handle_signals else {}
-        try:
-            if not self._closing:
-                self._open(self.clock())
-            self._loop()
-        finally:
-            for sig, old in restore.items():
-                signal.signal(sig, old)
-            self._shutdown()
-
-    def close(self) -> None:
-        """Stop the worker; thread-safe and idempotent.
-
-        A request in progress is finished and answered first.
-        """
-        with self._lock:
-            self._closing = True
-            running = self._running
-        if running:
-            self._waker.wake()
-        else:
-            self._shutdown()
-
-    def start(self) -> threading.Thread:
-        """Run the worker in a daemon thread (no signal handling); return it."""
-        self._begin()  # now, so that a close() right after start() is not lost
-        thread = threading.Thread(
-            target=self._serve, args=(False,), name="mdp-worker", daemon=True
-        )
-        thread.start()
-        return thread
-
-    def __enter__(self) -> Worker:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _prepare(self) -> None:
+        self._open(self.clock())
 
     # --------------------------------------------------------------- loop
 
@@ -288,11 +232,8 @@ class Worker:
         self._poller = self._make_poller()
 
     def _shutdown(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._running = False
+        if not self._finish():
+            return
         try:
             if self._sock is not None:
                 self.core.disconnect(self.clock())
@@ -302,24 +243,6 @@ class Worker:
             self._close_socket(linger=self.transport.linger)
             self._waker.close()
             log.info("worker for %s stopped", self.service.decode(errors="replace"))
-
-    def _install_signals(self) -> dict[int, signal.Handlers | Callable[..., object] | int | None]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old: dict[int, signal.Handlers | Callable[..., object] | int | None] = {}
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            if self._closing:
-                raise KeyboardInterrupt
-            log.info("signal %s: stopping", signal.Signals(signum).name)
-            # No lock here: the signal may land while this thread holds it.
-            self._closing = True
-            self._waker.wake()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
-        return old
 
 
 def yield_partials(
