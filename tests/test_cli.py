@@ -23,13 +23,6 @@ def broker() -> Iterator[BrokerThread]:
     b.close()
 
 
-@pytest.fixture
-def workers() -> Iterator[ThreadWorkers]:
-    tw = ThreadWorkers()
-    yield tw
-    tw.close()
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,13 +87,6 @@ def test_broker_worker_exec_and_call_as_processes(procs: ProcSet) -> None:
                                   "--timeout", "10", "--retries", "0"),
                           capture_output=True, text=True, timeout=30, check=False)
     assert (done.returncode, done.stdout) == (0, "SHOUT\n"), done.stderr
-
-
-@pytest.fixture
-def procs() -> Iterator[ProcSet]:
-    ps = ProcSet()
-    yield ps
-    ps.stop_all()
 
 
 def test_broker_process_shuts_down_cleanly_on_sigterm(procs: ProcSet,

@@ -187,13 +187,6 @@ def procs() -> Iterator[Procs]:
 
 
 @pytest.fixture
-def workers() -> Iterator[ThreadWorkers]:
-    tw = ThreadWorkers()
-    yield tw
-    tw.close()
-
-
-@pytest.fixture
 def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
     c: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     yield c

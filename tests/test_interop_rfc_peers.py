@@ -461,13 +461,6 @@ def raw_broker() -> Iterator[RawBroker]:
     ctx.destroy(linger=0)
 
 
-@pytest.fixture
-def workers() -> Iterator[ThreadWorkers]:
-    tw = ThreadWorkers()
-    yield tw
-    tw.close()
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 def test_our_worker_speaks_the_rfc_to_a_raw_broker_and_obeys_disconnect(
     raw_broker: RawBroker, workers: ThreadWorkers, version: str

@@ -47,20 +47,6 @@ def bind_endpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     return f"ipc://{tmp_path_factory.mktemp('ipc')}/broker.sock"
 
 
-@pytest.fixture
-def procs() -> Iterator[ProcSet]:
-    ps = ProcSet()
-    yield ps
-    ps.stop_all()
-
-
-@pytest.fixture
-def workers() -> Iterator[ThreadWorkers]:
-    tw = ThreadWorkers()
-    yield tw
-    tw.close()
-
-
 def echo(frames: list[bytes]) -> list[bytes]:
     return frames
 

@@ -1,0 +1,24 @@
+"""Fixtures shared by the real-socket test modules (loopback only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from zmq_support import ProcSet, ThreadWorkers
+
+
+@pytest.fixture
+def workers() -> Iterator[ThreadWorkers]:
+    """In-process mdp_zmq workers, closed when the test ends."""
+    tw = ThreadWorkers()
+    yield tw
+    tw.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[ProcSet]:
+    """Subprocesses the test starts; only these are stopped at the end."""
+    ps = ProcSet()
+    yield ps
+    ps.stop_all()
