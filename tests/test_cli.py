@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from mdp_zmq import Client
 from mdp_zmq.cli import build_parser, main
-from zmq_support import BrokerThread, ProcSet, ThreadWorkers, mdp_cli
+from zmq_support import BrokerThread, ProcSet, ThreadWorkers, free_tcp_endpoint, mdp_cli
 
 from mdp_core import BrokerLost, ClientConfig, Event, WorkerReady
 
@@ -21,13 +20,6 @@ def broker() -> Iterator[BrokerThread]:
     b = BrokerThread("tcp://127.0.0.1:*")
     yield b
     b.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def test_call_prints_the_reply_frames(broker: BrokerThread, workers: ThreadWorkers,
@@ -64,7 +56,7 @@ def test_services_lists_services_with_workers(broker: BrokerThread, workers: Thr
 
 def test_call_without_broker_exits_2_after_its_retries(capsys: pytest.CaptureFixture[str]
                                                        ) -> None:
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_tcp_endpoint()
     assert main(["call", "echo", "x", "--connect", endpoint, "--timeout", "0.1",
                  "--retries", "1"]) == 2
     assert "no reply after 2 attempts" in capsys.readouterr().err
@@ -79,7 +71,7 @@ def test_worker_needs_echo_or_exec() -> None:
 
 
 def test_broker_worker_exec_and_call_as_processes(procs: ProcSet) -> None:
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_tcp_endpoint()
     broker = procs.start(mdp_cli("-v", "broker", "--bind", endpoint))
     assert broker.wait_line("mdp broker listening").endswith(endpoint)
     procs.start(mdp_cli("worker", "upper", "--exec", "tr a-z A-Z", "--connect", endpoint))
@@ -91,7 +83,7 @@ def test_broker_worker_exec_and_call_as_processes(procs: ProcSet) -> None:
 
 def test_broker_process_shuts_down_cleanly_on_sigterm(procs: ProcSet,
                                                       workers: ThreadWorkers) -> None:
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_tcp_endpoint()
     broker = procs.start(mdp_cli("broker", "--bind", endpoint))
     broker.wait_line("mdp broker listening")
     lost: list[str] = []

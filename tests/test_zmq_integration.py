@@ -7,7 +7,6 @@ Timing checks are generous and one-sided ("well before heartbeat expiry").
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import mdp_zmq
 import pytest
 import zmq
-from zmq_support import BrokerThread, ProcSet, ThreadWorkers, mdp_cli
+from zmq_support import BrokerThread, ProcSet, ThreadWorkers, free_tcp_endpoint, mdp_cli
 
 from mdp_core import (
     BrokerConfig,
@@ -141,10 +140,7 @@ def test_handler_exception_is_survived_and_the_request_answered_on_retry(
 
 
 def test_request_to_absent_broker_raises_request_timeout() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with mdp_zmq.Client(f"tcp://127.0.0.1:{port}",
+    with mdp_zmq.Client(free_tcp_endpoint(),
                         ClientConfig(timeout=0.2, retries=1)) as client:
         with pytest.raises(mdp_zmq.RequestTimeout) as info:
             client.request("echo", b"x")
@@ -241,10 +237,7 @@ def test_sigstopped_worker_is_dropped_after_zmtp_timeout_and_request_redispatche
 def test_broker_restart_on_same_endpoint_workers_reregister_and_client_retries(
     procs: ProcSet, workers: ThreadWorkers
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    endpoint = f"tcp://127.0.0.1:{port}"
+    endpoint = free_tcp_endpoint()
     broker = procs.start(mdp_cli("broker", "--bind", endpoint))
     broker.wait_line("mdp broker listening")
     fast = WorkerConfig(reconnect_delay=0.1, reconnect_delay_max=1.0)
@@ -366,10 +359,7 @@ def test_short_lived_clients_on_reused_fds_are_tracked_without_leaks(
 def test_broker_restart_during_a_job_drops_the_stale_reply_and_client_retry_succeeds(
     procs: ProcSet, workers: ThreadWorkers
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    endpoint = f"tcp://127.0.0.1:{port}"
+    endpoint = free_tcp_endpoint()
     broker = procs.start(mdp_cli("broker", "--bind", endpoint))
     broker.wait_line("mdp broker listening")
     started = threading.Event()

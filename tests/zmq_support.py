@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -60,6 +61,15 @@ class BrokerThread:
         """Stop the broker and join its thread."""
         self.broker.close()
         self.thread.join(10)
+
+
+def free_tcp_endpoint() -> str:
+    """A loopback endpoint on a port free right now (for tests that restart a
+    broker on the same endpoint, where ``tcp://127.0.0.1:*`` cannot serve)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return f"tcp://127.0.0.1:{port}"
 
 
 def mdp_cli(*args: str) -> list[str]:
