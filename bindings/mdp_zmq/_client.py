@@ -99,9 +99,9 @@ class Client:
         :class:`mdp_core.EmptyBody` if no frame is given, ValueError for an
         empty service name.
         """
-        for final, body in self._exchange(_b(service), frames, timeout, retries):
-            if final:
-                return body
+        for reply in self._exchange(_b(service), frames, timeout, retries):
+            if isinstance(reply, FinalReply):
+                return list(reply.body)
         raise AssertionError("unreachable: an exchange ends with a FINAL or raises")
 
     def stream(
@@ -118,8 +118,8 @@ class Client:
         Leaving the loop early cancels the request (the socket is
         replaced). Raises like :meth:`request`.
         """
-        for _final, body in self._exchange(_b(service), frames, timeout, retries):
-            yield body
+        for reply in self._exchange(_b(service), frames, timeout, retries):
+            yield list(reply.body)
 
     def service_exists(self, name: str | bytes) -> bool:
         """Ask the broker (MMI ``mmi.service``) whether ``name`` has workers.
@@ -130,9 +130,9 @@ class Client:
         if self._closed:
             raise RuntimeError("client is closed")
         rid = self.core.service_exists(_b(name), self.clock())
-        for final, body in self._run(rid, b"mmi.service"):
-            if final:
-                return mdp_core.mmi_service_found(FinalReply(rid, b"mmi.service", tuple(body)))
+        for reply in self._run(rid, b"mmi.service"):
+            if isinstance(reply, FinalReply):
+                return mdp_core.mmi_service_found(reply)
         raise AssertionError("unreachable: an exchange ends with a FINAL or raises")
 
     def close(self) -> None:
@@ -159,13 +159,15 @@ class Client:
         frames: tuple[bytes, ...],
         timeout: float | None,
         retries: int | None,
-    ) -> Iterator[tuple[bool, list[bytes]]]:
+    ) -> Iterator[PartialReply | FinalReply]:
         if self._closed:
             raise RuntimeError("client is closed")
         rid = self.core.request(service, list(frames), self.clock(), timeout, retries)
         yield from self._run(rid, service)
 
-    def _run(self, rid: int, service: bytes) -> Iterator[tuple[bool, list[bytes]]]:
+    def _run(self, rid: int, service: bytes) -> Iterator[PartialReply | FinalReply]:
+        """Drive the core until request ``rid`` ends: yield its PARTIAL and
+        FINAL events; raise :class:`RequestTimeout` if it fails."""
         core = self.core
         done = False
         try:
@@ -198,10 +200,10 @@ class Client:
                         self._close_socket()
                         self._open()
                     elif isinstance(event, PartialReply) and event.request_id == rid:
-                        yield False, list(event.body)
+                        yield event
                     elif isinstance(event, FinalReply) and event.request_id == rid:
                         done = True
-                        yield True, list(event.body)
+                        yield event
                         return
                     elif isinstance(event, RequestFailed) and event.request_id == rid:
                         done = True
