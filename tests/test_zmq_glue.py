@@ -6,7 +6,7 @@ import time
 
 import pytest
 import zmq
-from mdp_zmq._glue import (
+from mdp_zmq.glue import (
     TransportConfig,
     Waker,
     close_monitor,

@@ -11,9 +11,8 @@ from mdp_core import BrokerConfig, ClientConfig, Dialect, WorkerConfig
 
 from ._broker import Broker
 from ._client import Client, MdpZmqError, RequestTimeout
-from ._glue import TransportConfig
-from ._tracker import ConnectionTracker
 from ._worker import Handler, Reply, Worker
+from .glue import ConnectionTracker, TransportConfig
 
 __all__ = [
     "Broker",

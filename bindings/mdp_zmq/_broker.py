@@ -21,18 +21,18 @@ import zmq
 import mdp_core
 from mdp_core import Event
 
-from ._glue import (
+from ._runner import Runner
+from .glue import (
+    ConnectionTracker,
     TransportConfig,
     close_monitor,
     drain_monitor,
+    log_event,
     make_router,
     recv_routed,
     send_frames,
     timeout_ms,
 )
-from ._logging import log_event
-from ._runner import Runner
-from ._tracker import ConnectionTracker
 
 __all__ = ["Broker"]
 

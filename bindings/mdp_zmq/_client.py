@@ -27,7 +27,7 @@ from mdp_core import (
     ResetConnection,
 )
 
-from ._glue import TransportConfig, close_monitor, drain_monitor, make_dealer, timeout_ms
+from .glue import TransportConfig, close_monitor, drain_monitor, make_dealer, timeout_ms
 
 __all__ = ["Client", "MdpZmqError", "RequestTimeout"]
 

@@ -15,7 +15,7 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from ._glue import Waker
+from .glue import Waker
 
 __all__ = ["Runner"]
 

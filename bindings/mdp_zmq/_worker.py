@@ -21,9 +21,15 @@ import zmq
 import mdp_core
 from mdp_core import BrokerLost, Dialect, RequestReceived
 
-from ._glue import TransportConfig, close_monitor, drain_monitor, make_dealer, timeout_ms
-from ._logging import log_event
 from ._runner import Runner
+from .glue import (
+    TransportConfig,
+    close_monitor,
+    drain_monitor,
+    log_event,
+    make_dealer,
+    timeout_ms,
+)
 
 __all__ = ["Handler", "Reply", "Worker"]
 

@@ -23,8 +23,8 @@ from mdp_core import Dialect
 
 from ._broker import Broker
 from ._client import Client, RequestTimeout
-from ._glue import TransportConfig
 from ._worker import Handler, Worker
+from .glue import TransportConfig
 
 __all__ = ["main"]
 

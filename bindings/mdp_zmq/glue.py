@@ -1,8 +1,11 @@
-"""pyzmq glue shared by every driver (blocking, trio, gevent).
+"""The pyzmq glue every driver shares (blocking, async, gevent): a public module.
 
 Socket options, monitor sockets and their events, the ROUTER receive that
-also reads the connection's fd, endpoint parsing, and a thread-safe wake-up
-for blocking loops. Nothing here knows MDP: it moves bytes and events.
+also reads the connection's fd, the fd/generation
+:class:`ConnectionTracker`, endpoint parsing, the log line of a core event,
+and a thread-safe wake-up for blocking loops. Nothing here knows MDP: it
+moves bytes and events. Other drivers import this module, never a private
+one of ``mdp_zmq``.
 """
 
 from __future__ import annotations
@@ -19,15 +22,21 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from ._logging import describe, log_event
+from ._tracker import ConnectionTracker
+
 __all__ = [
     "DEALER_MONITOR_EVENTS",
+    "ConnectionTracker",
     "ROUTER_MONITOR_EVENTS",
     "MonitorEvent",
     "TransportConfig",
     "Waker",
     "close_monitor",
     "configure_socket",
+    "describe",
     "drain_monitor",
+    "log_event",
     "make_dealer",
     "make_router",
     "normalize_endpoint",
