@@ -5,7 +5,7 @@ numbers: time comes in as ``now`` and bytes go out through ``outgoing()``.
 """
 
 from ._broker import Broker, BrokerConfig
-from ._client import Client, ClientConfig, RequestInProgress, mmi_service_found
+from ._client import Client, ClientConfig, RequestInProgress, mmi_list, mmi_service_found
 from ._codec import (
     ClientReply,
     ClientRequest,
@@ -24,6 +24,7 @@ from ._events import (
     BrokerLost,
     Disconnected,
     Event,
+    FailureCause,
     FinalReply,
     PartialReply,
     ProtocolError,
@@ -65,6 +66,7 @@ __all__ = [
     "Disconnected",
     "EmptyBody",
     "Event",
+    "FailureCause",
     "FinalReply",
     "Heartbeat",
     "LocalProtocolError",
@@ -95,5 +97,6 @@ __all__ = [
     "WorkerState",
     "decode",
     "encode",
+    "mmi_list",
     "mmi_service_found",
 ]

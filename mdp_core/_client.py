@@ -13,21 +13,60 @@ queues it and arms a deadline ``now + timeout``. Then one of:
 * the deadline passes (Lazy Pirate, as RFC 7 and 18 recommend): if retries
   remain, :class:`~mdp_core.ResetConnection` is emitted and the request is
   queued again in :meth:`Client.outgoing` with a fresh deadline; the driver
-  MUST replace its socket *before* flushing ``outgoing()``. With no retries
-  left, :class:`~mdp_core.ResetConnection` (so a late reply cannot be taken
-  for the next request's) and then :class:`~mdp_core.RequestFailed`.
+  MUST replace its socket *before* flushing ``outgoing()``.
 * :meth:`Client.connection_lost`: the broker has dropped the request with
   the connection, so the deadline is treated as passed at once.
+* :meth:`Client.send_failed`: the driver could not send the request (the
+  socket's queue is full); the attempt counts and the deadline is treated
+  as passed at once.
+* :meth:`Client.cancel`: the application gives up; the request is dropped
+  with a :class:`~mdp_core.ResetConnection` and no other event.
 
 ``retries`` counts *resends*: a request is sent at most ``1 + retries``
 times. A resend may reach a worker again (MDP assumes idempotent workers),
 and after a resend a streamed reply may start again from its first PARTIAL.
 
-Every request therefore ends in exactly one FinalReply or RequestFailed,
-within about ``(1 + retries) * timeout`` without replies. A reply that
-names another service or arrives with no request outstanding is dropped
-with a :class:`~mdp_core.ProtocolError` (majortomo replies carry no service
-name and are accepted).
+When the last attempt fails, :class:`~mdp_core.ResetConnection` is emitted
+(so a late reply cannot be taken for the next request's) and the client
+works out why, to end the request with one
+:class:`~mdp_core.RequestFailed` whose ``cause`` is a
+:class:`~mdp_core.FailureCause`:
+
+1. If no connection to a broker completed during any attempt (the driver
+   never called :meth:`Client.connected` for a socket the request was
+   sent on, and nothing arrived on one): ``UNREACHABLE`` at once, reason
+   ``"no reply after N attempts: no broker reachable"``.
+2. Else, if the request was itself to ``mmi.*``, or
+   ``ClientConfig.diagnose_timeout`` is None: ``NO_REPLY`` at once,
+   reason ``"no reply after N attempts"``.
+3. Else the client asks the broker once, on the new socket: an
+   ``mmi.service`` request for the service, with the deadline
+   ``now + diagnose_timeout``. Meanwhile :attr:`Client.outstanding` still
+   names the original request and :meth:`Client.request` raises
+   :class:`RequestInProgress`; the answer never becomes a reply event.
+   A FINAL ``404`` ends the request with ``NO_WORKER`` (reason ``"no reply
+   after N attempts: no worker registered for 'x'"``); any other FINAL
+   (``200``, ``501``, junk) with ``NO_REPLY``. No answer by the deadline,
+   a lost connection or a failed send ends it with a further
+   ``ResetConnection`` and ``NO_REPLY``. PARTIALs are dropped with a
+   :class:`~mdp_core.ProtocolError` (MMI answers are one FINAL).
+
+(``"no reply"`` at the start of a reason reads ``"connection lost"`` or
+``"send failed"`` when that is how the last attempt ended.)
+
+Every request therefore ends in exactly one FinalReply or RequestFailed
+(or is cancelled), within about ``(1 + retries) * timeout +
+diagnose_timeout`` without replies. A reply that names another service or
+arrives with no request outstanding is dropped with a
+:class:`~mdp_core.ProtocolError` (majortomo replies carry no service name
+and are accepted).
+
+The driver's loop: act on :meth:`Client.events` (``ResetConnection``:
+replace the socket), send each message of :meth:`Client.outgoing` without
+blocking, report each one that could not be sent with
+:meth:`Client.send_failed`, then handle ``events()`` again (a report may
+have queued a reset and a resend). Call :meth:`Client.connected` when a
+socket's handshake with the broker succeeds.
 """
 
 from __future__ import annotations
@@ -35,24 +74,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._checks import (
+    BodyLike,
+    BytesLike,
+    as_body,
+    as_service,
+    check_int,
+    check_real,
+    check_version,
+    in_batch,
+)
 from ._codec import ClientReply, ClientRequest, Dialect, decode, encode
 from ._errors import LocalProtocolError, MalformedMessage
-from ._events import Event, FinalReply, PartialReply, ProtocolError, RequestFailed, ResetConnection
-from ._worker import BodyLike, as_body
+from ._events import (
+    Event,
+    FailureCause,
+    FinalReply,
+    PartialReply,
+    ProtocolError,
+    RequestFailed,
+    ResetConnection,
+)
 
 __all__ = [
     "MMI_SERVICE",
     "Client",
     "ClientConfig",
     "RequestInProgress",
+    "mmi_list",
     "mmi_service_found",
 ]
 
 MMI_SERVICE = b"mmi.service"
 
-# RequestFailed reasons (stable prefixes; tests match on them).
+# How the last attempt ended: the start of a RequestFailed reason (stable; tests match on it).
 REASON_TIMEOUT = "no reply"
 REASON_CONNECTION_LOST = "connection lost"
+REASON_SEND_FAILED = "send failed"
 
 
 class RequestInProgress(LocalProtocolError):
@@ -69,21 +127,29 @@ class ClientConfig:
 
     ``timeout``: seconds to wait for a reply (or the next PARTIAL) before
     retrying. ``retries``: how many times a request is resent before it
-    fails (so at most ``1 + retries`` sends). Raises :class:`ValueError`
-    for ``timeout <= 0`` or ``retries < 0``.
+    fails (so at most ``1 + retries`` sends). ``diagnose_timeout``: after
+    the last attempt, how long to wait for the broker's ``mmi.service``
+    answer that tells "no worker" from "no reply" (None: do not ask).
+    Raises :class:`TypeError` for a value of the wrong type,
+    :class:`ValueError` for ``timeout <= 0``, ``retries < 0`` or
+    ``diagnose_timeout <= 0``.
     """
 
     timeout: float = 2.5
     retries: int = 3
+    diagnose_timeout: float | None = 1.0
 
     def __post_init__(self) -> None:
         _check(self.timeout, self.retries)
+        if self.diagnose_timeout is not None and not check_real(
+                self.diagnose_timeout, "diagnose_timeout") > 0:
+            raise ValueError("diagnose_timeout must be > 0 or None")
 
 
 def _check(timeout: float, retries: int) -> None:
-    if not timeout > 0:
+    if not check_real(timeout, "timeout") > 0:
         raise ValueError("timeout must be > 0")
-    if retries < 0:
+    if check_int(retries, "retries") < 0:
         raise ValueError("retries must be >= 0")
 
 
@@ -95,7 +161,11 @@ class _Pending:
     timeout: float
     retries_left: int
     deadline: float
+    #: a transport handshake completed during one of its attempts
+    reached: bool
     sends: int = 1
+    #: while the diagnosis runs: the reason so far ("no reply after N attempts")
+    failure: str | None = None
 
 
 def mmi_service_found(reply: FinalReply) -> bool:
@@ -113,32 +183,50 @@ def mmi_service_found(reply: FinalReply) -> bool:
     raise ValueError(f"not an mmi.service answer: {reply.body!r}")
 
 
+def mmi_list(reply: FinalReply) -> list[bytes]:
+    """The names in the reply to an ``mmi.services`` or ``mmi.workers`` request.
+
+    One frame per item; a single empty frame means none (an MDP body
+    cannot be empty), so it gives ``[]``. Raises nothing.
+    """
+    return [] if reply.body == (b"",) else list(reply.body)
+
+
 class Client:
     """Deterministic MDP client (no I/O, no clock); one request at a time.
 
     Events: :class:`~mdp_core.PartialReply`, :class:`~mdp_core.FinalReply`,
-    :class:`~mdp_core.RequestFailed` (reason ``"no reply after N attempts"``
-    or ``"connection lost after N attempts"``),
-    :class:`~mdp_core.ResetConnection` (close the socket, open a new one,
-    *then* flush :meth:`outgoing`), :class:`~mdp_core.ProtocolError`.
-    Attributes ``config`` and ``version`` are what it was made with.
+    :class:`~mdp_core.RequestFailed` (``cause`` and ``reason`` say why; see
+    the module's theory of operation), :class:`~mdp_core.ResetConnection`
+    (close the socket, open a new one, *then* flush :meth:`outgoing`),
+    :class:`~mdp_core.ProtocolError`. Attributes ``config`` and ``version``
+    are what it was made with.
     """
 
     def __init__(self, config: ClientConfig | None = None, version: Dialect = Dialect.MDP02
                  ) -> None:
-        """Make a client speaking ``version`` (default MDP/0.2). Raises nothing."""
+        """Make a client speaking ``version`` (default MDP/0.2).
+
+        Raises :class:`TypeError` if ``config`` is not a
+        :class:`ClientConfig` (or None) or ``version`` not a
+        :class:`~mdp_core.Dialect`.
+        """
+        if config is not None and not isinstance(config, ClientConfig):
+            raise TypeError(f"config must be a ClientConfig, not {type(config).__name__}")
         self.config = config if config is not None else ClientConfig()
-        self.version = version
+        self.version = check_version(version)
         self._out: list[list[bytes]] = []
+        self._sent: list[list[bytes]] = []  # the latest outgoing() batch, while it counts
         self._events: list[Event] = []
         self._pending: _Pending | None = None
+        self._link_up = False  # the current socket's handshake succeeded
         self._ids = 0
 
     # ------------------------------------------------------------ queries
 
     @property
     def outstanding(self) -> int | None:
-        """The id of the outstanding request, or None."""
+        """The id of the outstanding request (also while its failure is diagnosed), or None."""
         return None if self._pending is None else self._pending.request_id
 
     def next_deadline(self) -> float | None:
@@ -146,8 +234,13 @@ class Client:
         return None if self._pending is None else self._pending.deadline
 
     def outgoing(self) -> list[list[bytes]]:
-        """Drain the messages to send to the broker, oldest first."""
+        """Drain the messages to send to the broker, oldest first.
+
+        Report any of them that could not be sent with :meth:`send_failed`
+        before the next call.
+        """
         out, self._out = self._out, []
+        self._sent = out
         return out
 
     def events(self) -> list[Event]:
@@ -159,7 +252,7 @@ class Client:
 
     def request(
         self,
-        service: bytes,
+        service: BytesLike | str,
         body: BodyLike,
         now: float,
         timeout: float | None = None,
@@ -167,37 +260,48 @@ class Client:
     ) -> int:
         """Queue a request to ``service`` and return its id (1, 2, ...).
 
-        ``timeout``/``retries`` override the config for this request.
-        Raises (nothing queued) :class:`RequestInProgress` if a request is
-        outstanding, :class:`~mdp_core.EmptyBody` for a body with no
-        frames, :class:`ValueError` for an empty service name or a bad
+        ``service`` is bytes-like or a ``str`` (sent as UTF-8); ``body`` is
+        one bytes-like frame or a sequence of them. ``timeout``/``retries``
+        override the config for this request. Raises (nothing queued)
+        :class:`RequestInProgress` if a request is outstanding,
+        :class:`TypeError` for an argument of the wrong type,
+        :class:`~mdp_core.EmptyBody` for a body with no frames,
+        :class:`ValueError` for an empty service name or a bad
         timeout/retries.
         """
         if self._pending is not None:
             raise RequestInProgress(
                 f"request {self._pending.request_id} is still outstanding on this client")
-        if not service:
-            raise ValueError("empty service name")
+        name = as_service(service)
         timeout = self.config.timeout if timeout is None else timeout
         retries = self.config.retries if retries is None else retries
         _check(timeout, retries)
-        frames = encode(ClientRequest(bytes(service), as_body(body)), self.version)
+        frames = encode(ClientRequest(name, as_body(body)), self.version)
         self._ids += 1
-        self._pending = _Pending(self._ids, bytes(service), frames, timeout, retries,
-                                 now + timeout)
+        self._pending = _Pending(self._ids, name, frames, timeout, retries, now + timeout,
+                                 reached=self._link_up)
         self._out.append(frames)
         return self._ids
 
-    def service_exists(self, name: bytes, now: float) -> int:
+    def service_exists(self, name: BytesLike | str, now: float) -> int:
         """Ask the broker whether ``name`` has workers (an ``mmi.service`` request).
 
         Returns the request id; its :class:`~mdp_core.FinalReply` body is
         ``b"200"`` or ``b"404"`` (see :func:`mmi_service_found`). Raises
         like :meth:`request`.
         """
-        if not name:
-            raise ValueError("empty service name")
-        return self.request(MMI_SERVICE, bytes(name), now)
+        return self.request(MMI_SERVICE, as_service(name, "name"), now)
+
+    def cancel(self, now: float) -> None:
+        """Drop the outstanding request (or the diagnosis of its failure).
+
+        Emits only :class:`~mdp_core.ResetConnection`, so that a late reply
+        cannot be read as the next request's; the request gets no other
+        event. Does nothing with no request outstanding.
+        """
+        if self._pending is not None:
+            self._finish()
+            self._reset()
 
     # ------------------------------------------------------------ transport
 
@@ -206,7 +310,10 @@ class Client:
 
         Anything but a reply (in this client's dialect, for the outstanding
         request's service) is dropped with a :class:`~mdp_core.ProtocolError`.
+        Any message proves that the socket reached a broker, as
+        :meth:`connected` does.
         """
+        self.connected(now)
         try:
             dialect, command = decode(frames, from_broker=True)
         except MalformedMessage as exc:
@@ -223,26 +330,54 @@ class Client:
         if pending is None:
             self._error("reply with no request outstanding; dropped")
             return
-        if command.service is not None and command.service != pending.service:
+        expected = pending.service if pending.failure is None else MMI_SERVICE
+        if command.service is not None and command.service != expected:
             self._error(f"reply from service {command.service!r} to a request for "
-                        f"{pending.service!r}; dropped")
+                        f"{expected!r}; dropped")
             return
-        if command.final:
-            self._pending = None
+        if pending.failure is not None:
+            self._diagnosed(pending, pending.failure, command)
+        elif command.final:
+            self._finish()
             self._events.append(FinalReply(pending.request_id, pending.service, command.body))
         else:
             pending.deadline = now + pending.timeout
             self._events.append(PartialReply(pending.request_id, pending.service, command.body))
+
+    def connected(self, now: float) -> None:
+        """The transport handshake with the broker succeeded on the current socket.
+
+        (A driver learns it from the socket monitor's
+        ``EVENT_HANDSHAKE_SUCCEEDED``.) It decides whether a failed request
+        was ``UNREACHABLE``. Raises nothing.
+        """
+        self._link_up = True
+        if self._pending is not None:
+            self._pending.reached = True
 
     def connection_lost(self, now: float) -> None:
         """The transport says the connection to the broker dropped.
 
         The broker drops an outstanding request with the connection, so
         this retries (or fails) it at once, as if its timeout had passed.
-        Does nothing with no request outstanding.
+        Without a request outstanding it only notes that the link is down.
         """
+        self._link_up = False
         if self._pending is not None:
             self._expire(self._pending, now, REASON_CONNECTION_LOST)
+
+    def send_failed(self, frames: Sequence[bytes], now: float) -> None:
+        """The driver could not send ``frames`` (from the latest :meth:`outgoing`).
+
+        The socket's queue to the broker was full, so the request was not
+        sent: like :meth:`connection_lost`, the attempt counts and the
+        request is retried on a new socket at once or fails. Reports for
+        frames this client did not queue in that batch (or whose attempt
+        is already over) are ignored.
+        """
+        pending = self._pending
+        if pending is not None and in_batch(self._sent, frames):
+            self._expire(pending, now, REASON_SEND_FAILED)
 
     def tick(self, now: float) -> None:
         """Fire the request's timeout if due at ``now``; safe to call early or late."""
@@ -252,19 +387,57 @@ class Client:
 
     # ------------------------------------------------------------ internals
 
-    def _expire(self, pending: _Pending, now: float, reason: str) -> None:
+    def _reset(self) -> None:
+        """The current socket is abandoned: nothing queued or sent on it counts."""
         self._out.clear()
+        self._sent = []
+        self._link_up = False
         self._events.append(ResetConnection())
+
+    def _expire(self, pending: _Pending, now: float, how: str) -> None:
+        self._reset()
+        if pending.failure is not None:  # the diagnosis got no answer
+            self._fail(pending, FailureCause.NO_REPLY, pending.failure)
+            return
         if pending.retries_left > 0:
             pending.retries_left -= 1
             pending.sends += 1
             pending.deadline = now + pending.timeout
             self._out.append(pending.frames)
             return
+        reason = f"{how} after {pending.sends} attempt{'s' if pending.sends > 1 else ''}"
+        diagnose = self.config.diagnose_timeout
+        if not pending.reached:
+            self._fail(pending, FailureCause.UNREACHABLE, f"{reason}: no broker reachable")
+        elif diagnose is None or pending.service.startswith(b"mmi."):
+            self._fail(pending, FailureCause.NO_REPLY, reason)
+        else:
+            pending.failure = reason
+            pending.deadline = now + diagnose
+            self._out.append(encode(ClientRequest(MMI_SERVICE, (pending.service,)),
+                                    self.version))
+
+    def _diagnosed(self, pending: _Pending, failure: str, answer: ClientReply) -> None:
+        if not answer.final:
+            self._error("PARTIAL to the mmi.service question dropped; waiting for the FINAL")
+            return
+        if answer.body == (b"404",):
+            name = pending.service.decode(errors="backslashreplace")
+            self._fail(pending, FailureCause.NO_WORKER,
+                       f"{failure}: no worker registered for '{name}'")
+        else:
+            self._fail(pending, FailureCause.NO_REPLY, failure)
+
+    def _finish(self) -> None:
+        """The request is over: an unsent copy must not go out (its reply would be stray)."""
         self._pending = None
-        self._events.append(RequestFailed(
-            pending.request_id, pending.service,
-            f"{reason} after {pending.sends} attempt{'s' if pending.sends > 1 else ''}"))
+        self._out.clear()
+        self._sent = []
+
+    def _fail(self, pending: _Pending, cause: FailureCause, reason: str) -> None:
+        self._finish()
+        self._events.append(RequestFailed(pending.request_id, pending.service, reason, cause))
 
     def _error(self, reason: str) -> None:
         self._events.append(ProtocolError(b"", reason))
+

@@ -7,12 +7,14 @@ match in tests; not meant to be parsed).
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 __all__ = [
     "BrokerLost",
     "Disconnected",
     "Event",
+    "FailureCause",
     "FinalReply",
     "PartialReply",
     "ProtocolError",
@@ -174,13 +176,36 @@ class FinalReply(Event):
     body: Body
 
 
+class FailureCause(enum.Enum):
+    """Why a client request failed, as far as the client could tell.
+
+    ``UNREACHABLE``: no connection to a broker completed during any of its
+    attempts (broker down, wrong endpoint, network). ``NO_WORKER``: the
+    broker answered, and said (``mmi.service``: 404) that no worker is
+    registered for the service. ``NO_REPLY``: anything else (a worker
+    exists but no reply came in time, the broker did not answer the
+    question, or nothing was asked).
+    """
+
+    UNREACHABLE = "unreachable"
+    NO_WORKER = "no worker"
+    NO_REPLY = "no reply"
+
+
 @dataclass(frozen=True, slots=True)
 class RequestFailed(Event):
-    """Request ``request_id`` ended without a reply (``reason`` says why)."""
+    """Request ``request_id`` ended without a reply.
+
+    ``reason`` is for people (it starts with ``"no reply after N
+    attempts"``, ``"connection lost after N attempts"`` or ``"send failed
+    after N attempts"``, then says what the client learned); ``cause`` is
+    for code.
+    """
 
     request_id: int
     service: bytes
     reason: str
+    cause: FailureCause
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,16 @@ to ``reconnect_delay_max``. A conversation is *successful* as soon as the
 broker sends it a HEARTBEAT or a REQUEST: proof that a broker is alive on
 the other end and accepted our READY. (A conversation ended by the broker's
 DISCONNECT before it sent anything else, or by silence, is a failure.)
+
+Failed sends: a driver never blocks on a send. It sends each message of
+:meth:`Worker.outgoing`, reports each one the socket refused (its queue
+to the broker is full) with :meth:`Worker.send_failed`, then acts on
+:meth:`Worker.events`. A refused READY, REPLY, PARTIAL or DISCONNECT
+means the broker's view of the conversation is no longer ours, so the
+conversation ends with :class:`~mdp_core.BrokerLost` and the driver
+reconnects on a new socket; the broker sees the old connection close and
+re-dispatches the request that was in progress. A refused HEARTBEAT is
+ignored.
 """
 
 from __future__ import annotations
@@ -43,6 +53,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._checks import (
+    BodyLike,
+    BytesLike,
+    as_body,
+    as_service,
+    check_int,
+    check_real,
+    check_version,
+    in_batch,
+)
 from ._codec import (
     ClientReply,
     ClientRequest,
@@ -56,7 +76,7 @@ from ._codec import (
     decode,
     encode,
 )
-from ._errors import EmptyBody, LocalProtocolError, MalformedMessage
+from ._errors import LocalProtocolError, MalformedMessage
 from ._events import BrokerLost, Disconnected, Event, ProtocolError, RequestReceived
 from ._state import SESSION_TRANSITIONS, SessionInput, WorkerState, next_session_state
 
@@ -70,13 +90,12 @@ __all__ = [
     "WorkerConfig",
 ]
 
-BodyLike = Sequence[bytes] | bytes
-
 # BrokerLost reasons (stable strings; tests match on them).
 REASON_EXPIRED = "heartbeat expired"
 REASON_DISCONNECT = "DISCONNECT from broker"
 REASON_CONNECTION_LOST = "connection lost"
 REASON_VIOLATION = "protocol violation"
+REASON_SEND_FAILED = "send failed: the queue to the broker is full"
 
 
 class AlreadyConnected(LocalProtocolError):
@@ -114,7 +133,8 @@ class WorkerConfig:
     ``reconnect_delay``: wait before reconnecting after a loss that follows
     a successful conversation; ``reconnect_backoff`` multiplies it after
     each further failed conversation, up to ``reconnect_delay_max``.
-    Raises :class:`ValueError` for non-positive intervals or a backoff < 1.
+    Raises :class:`TypeError` for a value of the wrong type,
+    :class:`ValueError` for non-positive intervals or a backoff < 1.
     """
 
     heartbeat_interval: float = 2.5
@@ -124,29 +144,16 @@ class WorkerConfig:
     reconnect_backoff: float = 2.0
 
     def __post_init__(self) -> None:
-        if not self.heartbeat_interval > 0:
+        if not check_real(self.heartbeat_interval, "heartbeat_interval") > 0:
             raise ValueError("heartbeat_interval must be > 0")
-        if self.heartbeat_liveness < 1:
+        if check_int(self.heartbeat_liveness, "heartbeat_liveness") < 1:
             raise ValueError("heartbeat_liveness must be >= 1")
-        if self.reconnect_delay < 0:
+        if not check_real(self.reconnect_delay, "reconnect_delay") >= 0:
             raise ValueError("reconnect_delay must be >= 0")
-        if self.reconnect_delay_max < self.reconnect_delay:
+        if not check_real(self.reconnect_delay_max, "reconnect_delay_max") >= self.reconnect_delay:
             raise ValueError("reconnect_delay_max must be >= reconnect_delay")
-        if self.reconnect_backoff < 1:
+        if not check_real(self.reconnect_backoff, "reconnect_backoff") >= 1:
             raise ValueError("reconnect_backoff must be >= 1")
-
-
-def as_body(body: BodyLike) -> tuple[bytes, ...]:
-    """Normalise a body (one ``bytes`` or a sequence of frames) to a tuple.
-
-    Raises :class:`~mdp_core.EmptyBody` for a sequence with no frames.
-    """
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return (bytes(body),)
-    frames = tuple(bytes(frame) for frame in body)
-    if not frames:
-        raise EmptyBody("an MDP body needs at least one frame")
-    return frames
 
 
 # Broker -> worker commands that the session table judges.
@@ -162,10 +169,12 @@ class Worker:
 
     Call :meth:`connect` on a fresh socket, feed it :meth:`receive`,
     :meth:`connection_lost` and :meth:`tick`, send what :meth:`outgoing`
-    returns and act on :meth:`events`: :class:`~mdp_core.RequestReceived`
+    returns (reporting refused sends with :meth:`send_failed`) and act on
+    :meth:`events`: :class:`~mdp_core.RequestReceived`
     (run the handler, then :meth:`reply`), :class:`~mdp_core.BrokerLost`
     (reasons ``"heartbeat expired"``, ``"DISCONNECT from broker"``,
-    ``"connection lost"``, ``"protocol violation: ..."``; flush
+    ``"connection lost"``, ``"protocol violation: ..."``,
+    ``"send failed: ..."``; flush
     ``outgoing()``, close the socket, call :meth:`connect` on a new socket
     after ``reconnect_delay``), :class:`~mdp_core.ProtocolError` (a broker
     message was dropped) and :class:`~mdp_core.Disconnected`.
@@ -176,22 +185,31 @@ class Worker:
 
     def __init__(
         self,
-        service: bytes,
+        service: BytesLike | str,
         config: WorkerConfig | None = None,
         version: Dialect = Dialect.MDP02,
     ) -> None:
         """Make a worker for ``service`` speaking ``version`` (default MDP/0.2).
 
-        It is not connected yet: call :meth:`connect`. Raises
-        :class:`ValueError` for an empty service name.
+        ``service`` is bytes-like or a ``str`` (UTF-8). It is not connected
+        yet: call :meth:`connect`. Raises :class:`TypeError` for a service,
+        config or version of the wrong type, :class:`ValueError` for an
+        empty service name or one in ``mmi.`` (the broker answers those
+        itself and refuses such a worker).
         """
-        if not service:
-            raise ValueError("empty service name")
-        self.service = bytes(service)
+        name = as_service(service)
+        if name.startswith(b"mmi."):
+            raise ValueError(f"a worker may not register {name!r}: mmi.* is the broker's "
+                             "own management interface (RFC 8)")
+        if config is not None and not isinstance(config, WorkerConfig):
+            raise TypeError(f"config must be a WorkerConfig, not {type(config).__name__}")
+        self.service = name
         self.config = config if config is not None else WorkerConfig()
-        self.version = version
+        self.version = check_version(version)
+        self._heartbeat = encode(Heartbeat(), self.version)
         self._state = WorkerState.NEW
         self._out: list[list[bytes]] = []
+        self._sent: list[list[bytes]] = []  # the latest outgoing() batch, while it counts
         self._events: list[Event] = []
         self._last_sent = 0.0
         self._last_heard = 0.0
@@ -222,8 +240,13 @@ class Worker:
         return None
 
     def outgoing(self) -> list[list[bytes]]:
-        """Drain the messages to send to the broker, oldest first."""
+        """Drain the messages to send to the broker, oldest first.
+
+        Report any of them that could not be sent with :meth:`send_failed`
+        before the next call.
+        """
         out, self._out = self._out, []
+        self._sent = out
         return out
 
     def events(self) -> list[Event]:
@@ -296,6 +319,23 @@ class Worker:
         if self._state in (WorkerState.IDLE, WorkerState.BUSY):
             self._lose(REASON_CONNECTION_LOST)
 
+    def send_failed(self, frames: Sequence[bytes], now: float) -> None:
+        """The driver could not send ``frames`` (from the latest :meth:`outgoing`).
+
+        The socket's queue to the broker was full. A READY, REPLY, PARTIAL
+        or DISCONNECT that did not go out breaks the conversation (the
+        broker's view and ours now differ), so it ends with
+        :class:`~mdp_core.BrokerLost` (``"send failed: ..."``): the driver
+        closes the socket, the broker sees the connection close and
+        re-dispatches a request in progress, and the worker reconnects
+        after the usual delay. A failed HEARTBEAT is ignored (the next one
+        or any other command makes up for it). Reports for frames not in
+        that batch, or after the conversation ended, are ignored.
+        """
+        if (self._state in (WorkerState.IDLE, WorkerState.BUSY)
+                and in_batch(self._sent, frames) and list(frames) != self._heartbeat):
+            self._lose(REASON_SEND_FAILED)
+
     def tick(self, now: float) -> None:
         """Fire the timers due at ``now``; safe to call early or late.
 
@@ -319,8 +359,9 @@ class Worker:
         The worker is IDLE again and the broker's liveness window restarts
         at ``now``. Raises (state unchanged) :class:`AlreadyReplied`,
         :class:`StaleRequest` or :class:`NotCurrentRequest` if ``request``
-        is not the current one, :class:`~mdp_core.EmptyBody` for a body with
-        no frames.
+        is not the current one, :class:`TypeError` for a body that is not
+        bytes-like frames, :class:`~mdp_core.EmptyBody` for a body with no
+        frames.
         """
         self._check_current(request)
         frames = encode(WorkerReply(request.client, as_body(body), True), self.version)
@@ -385,6 +426,7 @@ class Worker:
         self._last_sent = now
 
     def _end(self) -> None:
+        self._sent = []  # what went out on the ended conversation is no longer ours to judge
         if self._current is not None:
             self._stale = self._current
             self._current = None

@@ -18,7 +18,10 @@ Model (what each simulated driver does, as the real drivers do):
   ``BrokerLost`` by closing the socket (the broker's transport reports
   ``connection_lost`` for it if the link is up) and reconnecting on a new
   socket after ``reconnect_delay``. Clients act on ``ResetConnection`` by
-  replacing the socket *before* flushing ``outgoing()``.
+  replacing the socket *before* flushing ``outgoing()``. A client's
+  transport reports ``connected`` whenever its socket reaches the broker:
+  on opening with the broker up and the link whole, when the broker comes
+  back, and when a partition heals.
 * A worker's handler returns a :class:`Job`: how long it takes in simulated
   time, its reply, PARTIALs, or failure. A single-threaded worker (the
   default) neither reads nor ticks while a job runs; its messages wait in
@@ -216,6 +219,7 @@ class Sim:
         c.core = Client(config, version)
         self.clients.append(c)
         self._open(c)
+        self._handshake(c)
         return c
 
     def request(
@@ -283,6 +287,7 @@ class Sim:
         """Restore the link between ``node`` and the broker."""
         node.partitioned = False
         node.cut = None
+        self._handshake(node)
         self.pump()
 
     # ------------------------------------------------------------ running
@@ -349,6 +354,10 @@ class Sim:
         del self._owners[rid]
         if self.broker_up and not node.partitioned:
             self.broker.connection_lost(rid, self.now)
+
+    def _handshake(self, node: SimNode) -> None:
+        if isinstance(node, SimClient) and self._reachable(node):
+            node.core.connected(self.now)
 
     def _reachable(self, node: SimNode) -> bool:
         return self.broker_up and not node.partitioned and node.routing_id is not None
@@ -451,6 +460,7 @@ class Sim:
                 c.resets += 1
                 self._close(c)
                 self._open(c)
+                self._handshake(c)
             elif isinstance(event, (FinalReply, RequestFailed)):
                 c.outcomes.setdefault(event.request_id, []).append(event)
             elif isinstance(event, PartialReply):
@@ -530,3 +540,5 @@ class Sim:
         self.broker = Broker(config=self.broker_config)
         self.broker_up = True
         self.broker_back_at = None
+        for c in self.clients:
+            self._handshake(c)

@@ -150,6 +150,7 @@ EXPECTED_EXPORTS = [
     "Disconnected",
     "EmptyBody",
     "Event",
+    "FailureCause",
     "FinalReply",
     "Heartbeat",
     "LocalProtocolError",
@@ -180,6 +181,7 @@ EXPECTED_EXPORTS = [
     "WorkerState",
     "decode",
     "encode",
+    "mmi_list",
     "mmi_service_found",
 ]
 

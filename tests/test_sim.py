@@ -10,6 +10,7 @@ from mdp_core import (
     BrokerLost,
     ClientConfig,
     Dialect,
+    FailureCause,
     FinalReply,
     PartialReply,
     ProtocolError,
@@ -273,8 +274,51 @@ def test_request_to_a_service_with_no_workers_fails_after_retries() -> None:
     sim.advance(2.9)
     assert c.outcomes[rid] == []
     sim.advance(0.1)
-    assert c.outcomes[rid] == [RequestFailed(rid, b"nobody", "no reply after 3 attempts")]
+    # the client asks the broker (mmi.service) and learns why
+    assert c.outcomes[rid] == [RequestFailed(
+        rid, b"nobody", "no reply after 3 attempts: no worker registered for 'nobody'",
+        FailureCause.NO_WORKER)]
     assert c.resets == 3
+
+
+def test_request_while_the_broker_is_down_fails_as_unreachable_without_asking() -> None:
+    sim = Sim(BCFG)
+    c = sim.add_client(ClientConfig(timeout=1.0, retries=1))
+    sim.restart_broker(down_for=10.0)
+    rid = sim.request(c, SVC, b"x")
+    sim.advance(2.0)
+    assert c.outcomes[rid] == [RequestFailed(
+        rid, SVC, "no reply after 2 attempts: no broker reachable", FailureCause.UNREACHABLE)]
+    assert c.core.outstanding is None
+
+
+@pytest.mark.parametrize("version", list(Dialect))
+def test_a_worker_that_never_answers_fails_as_no_reply_after_the_broker_says_200(
+        version: Dialect) -> None:
+    sim = Sim(BCFG)
+    sim.add_worker(SVC, lambda r: Job(hang=True), config=WCFG, concurrent=True)
+    c = sim.add_client(ClientConfig(timeout=1.0, retries=1, diagnose_timeout=0.5),
+                       version=version)
+    sim.pump()
+    rid = sim.request(c, SVC, b"x")
+    sim.advance(2.0)  # the broker answers mmi.service at once: the worker is registered
+    assert c.outcomes[rid] == [RequestFailed(rid, SVC, "no reply after 2 attempts",
+                                             FailureCause.NO_REPLY)]
+    assert [e for e in c.events if isinstance(e, ProtocolError)] == []
+
+
+def test_a_link_cut_after_the_request_leaves_the_diagnosis_unanswered_no_reply() -> None:
+    sim = Sim(BCFG)
+    c = sim.add_client(ClientConfig(timeout=1.0, retries=0))
+    rid = sim.request(c, b"nobody", b"x")
+    sim.pump()
+    sim.partition(c)  # the request went out; from now on nothing gets through
+    sim.advance(1.0)  # the attempt fails; the mmi.service question is lost
+    assert c.outcomes[rid] == [] and c.core.outstanding == rid
+    sim.advance(1.0)
+    assert c.outcomes[rid] == [RequestFailed(rid, b"nobody", "no reply after 1 attempt",
+                                             FailureCause.NO_REPLY)]
+    assert c.resets == 2
 
 
 def test_failing_handler_abandons_and_another_worker_answers() -> None:
@@ -307,7 +351,8 @@ def test_late_reply_to_a_failed_request_never_answers_the_next_one() -> None:
     sim.pump()
     first = sim.request(c, SVC, b"first")
     sim.advance(1.0)
-    assert c.outcomes[first] == [RequestFailed(first, SVC, "no reply after 1 attempt")]
+    assert c.outcomes[first] == [RequestFailed(first, SVC, "no reply after 1 attempt",
+                                               FailureCause.NO_REPLY)]
     second = sim.request(c, SVC, b"second", timeout=10.0)
     sim.advance(2.5)  # the worker answers "first" meanwhile, to the socket the client dropped
     sim.advance(3.0)

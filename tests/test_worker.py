@@ -96,6 +96,53 @@ def test_default_config_and_version() -> None:
     assert w.next_deadline() is None
 
 
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"heartbeat_interval": "2.5"}, "heartbeat_interval must be a number, not str"),
+    ({"heartbeat_liveness": 3.0}, "heartbeat_liveness must be an int, not float"),
+    ({"heartbeat_liveness": True}, "heartbeat_liveness must be an int, not bool"),
+    ({"reconnect_delay": None}, "reconnect_delay must be a number, not NoneType"),
+    ({"reconnect_delay_max": "30"}, "reconnect_delay_max must be a number, not str"),
+    ({"reconnect_backoff": [2]}, "reconnect_backoff must be a number, not list"),
+])
+def test_worker_config_of_the_wrong_type_is_refused(kwargs: dict[str, object], words: str
+                                                    ) -> None:
+    with pytest.raises(TypeError, match=words):
+        WorkerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("service", "name"), [
+    ("upper", b"upper"),
+    ("\u00fcber", "\u00fcber".encode()),
+    (bytearray(b"upper"), b"upper"),
+    (memoryview(b"upper"), b"upper"),
+])
+def test_service_names_may_be_str_or_bytes_like(service: object, name: bytes) -> None:
+    w = Worker(service, CFG)  # type: ignore[arg-type]
+    assert w.service == name
+    w.connect(0.0)
+    assert w.outgoing() == [encode(Ready(name), V02)]
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "words"), [
+    ({"service": 123}, TypeError, "service must be bytes-like or str, not int"),
+    ({"service": [b"echo"]}, TypeError, "service must be bytes-like or str, not list"),
+    ({"service": ""}, ValueError, "empty service name"),
+    ({"service": b"mmi.service"}, ValueError, "may not register b'mmi.service'"),
+    ({"service": "mmi.x"}, ValueError, "mmi.* is the broker's own"),
+    ({"service": SERVICE, "version": "0.1"}, TypeError, "version must be a mdp_core.Dialect"),
+    ({"service": SERVICE, "config": 2.5}, TypeError, "config must be a WorkerConfig, not float"),
+])
+def test_bad_worker_arguments_raise_at_construction(kwargs: dict[str, object],
+                                                    exc: type[Exception], words: str) -> None:
+    with pytest.raises(exc, match=words):
+        Worker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_service_that_merely_contains_mmi_is_fine() -> None:
+    assert Worker(b"my.mmi.x").service == b"my.mmi.x"
+    assert Worker(b"mmi").service == b"mmi"
+
+
 # ------------------------------------------------------------ connect, READY
 
 
@@ -331,6 +378,23 @@ def test_empty_body_raises_and_leaves_the_job_open(empty: list[bytes]) -> None:
     w.reply(r, b"ok", 0.2)  # still the current request
 
 
+@pytest.mark.parametrize(("body", "words"), [
+    (123, "body must be bytes-like or a sequence of bytes-like frames, not int"),
+    ("done", "body must be bytes-like or a sequence of bytes-like frames, not str"),
+    (["done"], "body frame 0 must be bytes, bytearray or memoryview, not str"),
+    ([b"a", 2], "body frame 1 must be bytes, bytearray or memoryview, not int"),
+])
+@pytest.mark.parametrize("method", ["reply", "partial"])
+def test_a_body_of_the_wrong_type_raises_and_leaves_the_job_open(
+        method: str, body: object, words: str) -> None:
+    w, r = busy()
+    with pytest.raises(TypeError, match=words):
+        getattr(w, method)(r, body, 0.5)
+    assert (w.outgoing(), w.events(), w.state, w.current) == ([], [], WorkerState.BUSY, r)
+    w.reply(r, [bytearray(b"a"), memoryview(b"b")], 0.6)
+    assert w.outgoing() == [encode(WorkerReply(CLIENT, (b"a", b"b")), V02)]
+
+
 # ------------------------------------------------------------ broker commands
 
 
@@ -446,6 +510,107 @@ def test_connection_lost_without_a_conversation_does_nothing() -> None:
     w.events()
     w.connection_lost(0.2)
     assert w.events() == []
+
+
+# ------------------------------------------------------------ failed sends
+
+SEND_FAILED = "send failed: the queue to the broker is full"
+
+
+def test_a_failed_ready_ends_the_conversation() -> None:
+    w = Worker(SERVICE, CFG)
+    w.connect(0.0)
+    (ready,) = w.outgoing()
+    w.send_failed(ready, 0.0)
+    assert w.events() == [BrokerLost(SEND_FAILED, 0.5)]
+    assert (w.state, w.next_deadline(), w.outgoing()) == (WorkerState.GONE, None, [])
+    w.connect(1.0)  # a new socket, a new conversation
+    assert w.outgoing() == [encode(Ready(SERVICE), V02)]
+
+
+def test_a_failed_reply_ends_the_conversation_so_the_broker_redispatches() -> None:
+    w, r = busy()
+    w.reply(r, b"done", 0.5)
+    (final,) = w.outgoing()
+    w.send_failed(final, 0.5)
+    assert w.events() == [BrokerLost(SEND_FAILED, 0.5)]
+    assert w.state is WorkerState.GONE
+
+
+def test_a_failed_partial_makes_the_request_stale() -> None:
+    w, r = busy()
+    w.partial(r, b"25%", 0.5)
+    (message,) = w.outgoing()
+    w.send_failed(tuple(message), 0.5)  # a copy of the frames is recognised too
+    assert w.events() == [BrokerLost(SEND_FAILED, 0.5)]
+    with pytest.raises(StaleRequest):
+        w.reply(r, b"done", 0.6)
+
+
+def test_a_failed_disconnect_of_an_abandon_ends_the_new_conversation() -> None:
+    w, r = busy()
+    w.abandon(r, 0.5)
+    disconnect, ready = w.outgoing()
+    w.send_failed(disconnect, 0.5)  # the broker still thinks we are busy with r
+    assert w.events() == [BrokerLost(SEND_FAILED, 0.5)]
+    assert w.state is WorkerState.GONE
+    w.send_failed(ready, 0.5)  # the rest of the batch no longer counts
+    assert w.events() == []
+
+
+def test_a_failed_heartbeat_is_ignored() -> None:
+    w = connected()
+    w.tick(1.0)
+    (heartbeat,) = w.outgoing()
+    assert heartbeat == hb()
+    w.send_failed(heartbeat, 1.0)
+    assert (w.events(), w.outgoing(), w.state, w.next_deadline()) == (
+        [], [], WorkerState.IDLE, 2.0)
+
+
+def test_reports_of_frames_the_worker_did_not_queue_are_ignored() -> None:
+    w = Worker(SERVICE, CFG)
+    w.send_failed([b"x"], 0.0)  # no conversation
+    w.connect(0.0)
+    (ready,) = w.outgoing()
+    w.send_failed(encode(Ready(b"other"), V02), 0.1)  # not ours
+    assert w.outgoing() == []  # the latest batch is now empty
+    w.send_failed(ready, 0.2)  # from an earlier batch
+    w.receive(req(), 0.3)
+    w.events()
+    w.reply(w.current, b"x", 0.4)  # type: ignore[arg-type]
+    w.send_failed(w.outgoing()[0] + [b"extra"], 0.5)  # not exactly what was queued
+    assert (w.events(), w.state) == ([], WorkerState.IDLE)
+
+
+@pytest.mark.parametrize("end", ["disconnect", "expired", "violation"])
+def test_a_failed_send_after_the_conversation_ended_is_ignored(end: str) -> None:
+    w = connected()
+    if end == "disconnect":
+        w.disconnect(0.5)
+    elif end == "expired":
+        w.tick(3.0)
+    else:
+        w.receive(encode(Ready(b"x"), V02), 0.5)
+    out = w.outgoing()
+    assert out and out[-1] == dc()
+    before = w.events()
+    w.send_failed(out[-1], 3.0)
+    assert w.events() == []
+    assert len([e for e in before if isinstance(e, (BrokerLost, Disconnected))]) == 1
+
+
+def test_a_failed_send_counts_as_a_failed_conversation_for_the_backoff() -> None:
+    w = Worker(SERVICE, CFG)
+    delays = []
+    for i in range(3):
+        w.connect(float(i))
+        (ready,) = w.outgoing()
+        w.send_failed(ready, float(i))
+        (lost,) = w.events()
+        assert isinstance(lost, BrokerLost)
+        delays.append(lost.reconnect_delay)
+    assert delays == [0.5, 1.0, 2.0]
 
 
 # ------------------------------------------------------------ backoff

@@ -3,9 +3,13 @@
 Worker: a call that raises leaves state, timers, outgoing and events
 unchanged; nothing is sent while no conversation is open, nor in answer to
 the broker's DISCONNECT; each conversation starts with READY; no request
-gets two FINALs.
+gets two FINALs; a failed send ends the conversation unless it was a
+HEARTBEAT (or not the worker's), and then changes nothing.
 Client: ``request`` raises exactly when a request is outstanding; every
-request ends exactly once, within ``(1 + retries) * timeout``.
+request ends exactly once (or is cancelled, with only a reset), within
+``(1 + retries) * timeout + diagnose_timeout``; a FINAL event is always a
+reply delivered from the service asked, never the broker's answer to the
+client's own ``mmi.service`` question; the failure causes are justified.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from mdp_core import (
     Dialect,
     Disconnect,
     Disconnected,
+    FailureCause,
     FinalReply,
     Heartbeat,
     LocalProtocolError,
@@ -28,6 +33,7 @@ from mdp_core import (
     RequestFailed,
     RequestInProgress,
     RequestReceived,
+    ResetConnection,
     Worker,
     WorkerConfig,
     WorkerReply,
@@ -38,7 +44,7 @@ from mdp_core import (
 )
 
 WCFG = WorkerConfig(heartbeat_interval=1.0, heartbeat_liveness=3)
-CCFG = ClientConfig(timeout=1.0, retries=2)
+CCFG = ClientConfig(timeout=1.0, retries=1, diagnose_timeout=2.0)
 LIVE = (WorkerState.IDLE, WorkerState.BUSY)
 
 worker_ops = st.lists(st.one_of(
@@ -49,6 +55,7 @@ worker_ops = st.lists(st.one_of(
               st.sampled_from(["current", "last", "foreign"]), st.booleans()),
     st.tuples(st.sampled_from(["disconnect", "lost"])),
     st.tuples(st.just("tick"), st.sampled_from([0.0, 0.5, 1.0, 3.5])),
+    st.tuples(st.just("send_failed"), st.integers(0, 2), st.booleans()),
 ), max_size=30)
 
 
@@ -62,12 +69,20 @@ def test_worker_keeps_its_promises_under_random_calls(
     seen: list[RequestReceived] = []
     finals: dict[bytes, int] = {}
     n = 0
+    last_out: list[list[bytes]] = []
     for op in ops:
         kind = op[0]
         before = (w.state, w.current, w.next_deadline())
         was_live = w.state in LIVE
+        breaks = False  # the op reports a failed send that must end the conversation
         try:
-            if kind == "connect":
+            if kind == "send_failed":
+                index, copy = int(op[1]), bool(op[2])  # type: ignore[call-overload]
+                frames = last_out[index] if index < len(last_out) else [b"never", b"queued"]
+                breaks = was_live and index < len(last_out) and frames != encode(
+                    Heartbeat(), version)
+                w.send_failed(tuple(frames) if copy else frames, now)
+            elif kind == "connect":
                 w.connect(now)
             elif kind == "recv":
                 n += 1
@@ -99,10 +114,19 @@ def test_worker_keeps_its_promises_under_random_calls(
         except LocalProtocolError:
             assert (w.state, w.current, w.next_deadline()) == before
             assert (w.outgoing(), w.events()) == ([], [])
+            last_out = []  # that outgoing() call was the latest
             continue
         out = w.outgoing()
+        last_out = out
         events = w.events()
         seen += [e for e in events if isinstance(e, RequestReceived)]
+        if kind == "send_failed":
+            assert out == []
+            if breaks:
+                (lost,) = events
+                assert isinstance(lost, BrokerLost) and lost.reason.startswith("send failed")
+            else:  # a HEARTBEAT, a foreign message or no conversation: nothing happens
+                assert events == [] and (w.state, w.current, w.next_deadline()) == before
         if not was_live and w.state not in LIVE:
             assert out == []  # nothing is sent without a conversation
         if not was_live and w.state in LIVE:
@@ -122,55 +146,101 @@ def test_worker_keeps_its_promises_under_random_calls(
 
 
 client_ops = st.lists(st.one_of(
-    st.tuples(st.just("request"), st.sampled_from([b"a", b"b"])),
-    st.tuples(st.just("reply"), st.sampled_from([b"a", b"b"]), st.booleans()),
-    st.tuples(st.just("tick"), st.sampled_from([0.0, 0.3, 1.0, 2.0])),
-    st.tuples(st.just("lost")),
-), max_size=30)
+    st.tuples(st.just("request"), st.sampled_from([b"a", b"b", b"mmi.service"])),
+    st.tuples(st.just("reply"), st.sampled_from([b"a", b"b"]), st.just(b"r"), st.booleans()),
+    # what the broker answers to mmi.service (and the client's own question)
+    st.tuples(st.just("reply"), st.just(b"mmi.service"), st.sampled_from([b"404", b"200"]),
+              st.booleans()),
+    st.tuples(st.just("tick"), st.sampled_from([0.0, 0.3, 0.5, 1.0, 2.0])),
+    st.tuples(st.sampled_from(["lost", "connected", "cancel"])),
+    st.tuples(st.just("send_failed"), st.booleans(), st.booleans()),
+), min_size=5, max_size=40)
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.sampled_from([Dialect.MDP02, Dialect.MAJORTOMO]), client_ops)
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(list(Dialect)), client_ops)
 def test_client_ends_every_request_exactly_once_under_random_calls(
     version: Dialect, ops: list[tuple[object, ...]]
 ) -> None:
     c = Client(CCFG, version)
     now = 0.0
-    issued: list[int] = []
+    issued: dict[int, bytes] = {}  # request id -> service
     ended: dict[int, int] = {}
-
-    def drain() -> None:
-        for e in c.events():
-            if isinstance(e, (FinalReply, RequestFailed)):
-                ended[e.request_id] = ended.get(e.request_id, 0) + 1
-        c.outgoing()
+    cancelled: set[int] = set()
+    heard: set[int] = set()  # requests during which a connection or a message was reported
+    last_out: list[list[bytes]] = []
 
     for op in ops:
         kind = op[0]
+        outstanding = c.outstanding
+        if outstanding is not None and kind in ("connected", "reply"):
+            heard.add(outstanding)
+        delivered: tuple[bytes | None, bytes, bool] | None = None
         if kind == "request":
-            outstanding = c.outstanding
             try:
-                issued.append(c.request(bytes(op[1]), b"x", now))  # type: ignore[arg-type]
+                rid = c.request(bytes(op[1]), b"x", now)  # type: ignore[arg-type]
             except RequestInProgress:
                 assert outstanding is not None
                 assert c.outstanding == outstanding
             else:
                 assert outstanding is None
+                issued[rid] = bytes(op[1])  # type: ignore[arg-type]
         elif kind == "reply":
             service = None if version is Dialect.MAJORTOMO else bytes(op[1])  # type: ignore[arg-type]
-            c.receive(encode(ClientReply(service, (b"r",), final=bool(op[2])), version), now)
+            body = bytes(op[2])  # type: ignore[arg-type]
+            final = bool(op[3]) or version is Dialect.MDP01  # 0.1 has no PARTIAL
+            delivered = (service, body, final)
+            c.receive(encode(ClientReply(service, (body,), final=final), version), now)
         elif kind == "tick":
             now += float(op[1])  # type: ignore[arg-type]
             c.tick(now)
-        else:
+        elif kind == "lost":
             c.connection_lost(now)
-        drain()
+        elif kind == "connected":
+            c.connected(now)
+        elif kind == "cancel":
+            c.cancel(now)
+            if outstanding is not None:
+                cancelled.add(outstanding)
+        else:
+            ours, copy = bool(op[1]), bool(op[2])
+            frames = last_out[0] if ours and last_out else [b"never", b"queued"]
+            c.send_failed(tuple(frames) if copy else frames, now)
+        events = c.events()
+        last_out = c.outgoing()
+        if kind == "cancel":
+            assert events == ([] if outstanding is None else [ResetConnection()])
+        if c.outstanding is None:
+            assert last_out == [] and c.next_deadline() is None
+        else:
+            assert c.next_deadline() is not None
+        for e in events:
+            if isinstance(e, (FinalReply, RequestFailed)):
+                assert e.request_id not in cancelled
+                ended[e.request_id] = ended.get(e.request_id, 0) + 1
+                assert e.service == issued[e.request_id]
+            if isinstance(e, FinalReply):
+                # a reply is only ever the answer delivered now, from the service asked
+                # (an mmi.service answer to the client's own question never shows up)
+                assert delivered is not None and delivered[2] and e.body == (delivered[1],)
+                assert delivered[0] in (None, e.service)
+            if isinstance(e, RequestFailed):
+                if e.cause is FailureCause.UNREACHABLE:
+                    assert e.request_id not in heard
+                elif e.cause is FailureCause.NO_WORKER:
+                    assert not e.service.startswith(b"mmi.")
+                    assert delivered is not None and delivered[1:] == (b"404", True)
         assert all(count == 1 for count in ended.values())
-    limit = now + CCFG.timeout * (CCFG.retries + 1)  # no request outlives this
+    diagnose = CCFG.diagnose_timeout
+    assert diagnose is not None
+    limit = now + CCFG.timeout * (CCFG.retries + 1) + diagnose  # no request outlives this
     while (deadline := c.next_deadline()) is not None:
         assert deadline <= limit
         c.tick(deadline)
-        drain()
+        for e in c.events():
+            if isinstance(e, (FinalReply, RequestFailed)):
+                ended[e.request_id] = ended.get(e.request_id, 0) + 1
+        c.outgoing()
     assert c.outstanding is None
-    assert sorted(ended) == issued
+    assert sorted([*ended, *cancelled]) == sorted(issued)
     assert all(count == 1 for count in ended.values())
