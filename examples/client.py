@@ -18,7 +18,9 @@ with Client(ENDPOINT, ClientConfig(timeout=2.5, retries=3)) as client:
     try:
         client.request("nobody", b"x", timeout=0.5, retries=0)
     except RequestTimeout as exc:
-        print("no reply:", exc.reason)  # no reply after 1 attempt
+        # the client asked the broker why: "no reply after 1 attempt: no worker registered
+        # for 'nobody'"
+        print("no reply:", exc.reason)
 
 # MDP/0.1 clients and workers share the same broker
 with Client(ENDPOINT, version=Dialect.MDP01) as old:
