@@ -36,7 +36,9 @@ Model (what each simulated driver does, as the real drivers do):
   :meth:`Sim.partition`/:meth:`Sim.heal`: the link between a node and the
   broker drops every message; with ``transport_timeout`` set, a partition
   lasting that long is reported as ``connection_lost`` on both ends (as
-  ZMTP heartbeats would).
+  ZMTP heartbeats would). :meth:`Sim.refuse_sends`: a node's socket
+  refuses its next sends (queue full); the driver reports each one to its
+  core with ``send_failed``.
 
 Invariants are recorded as the run goes (:attr:`Sim.violations`) and by
 :meth:`Sim.check` at the end.
@@ -118,6 +120,8 @@ class SimNode:
     #: (when the transport gives up, routing id of the socket cut) during a partition
     cut: tuple[float, bytes] | None = None
     sockets: int = 0
+    #: how many of its next sends the node's socket refuses (queue full)
+    refuse_sends: int = 0
 
 
 @dataclass
@@ -283,6 +287,14 @@ class Sim:
         if self.transport_timeout is not None and node.routing_id is not None:
             node.cut = (self.now + self.transport_timeout, node.routing_id)
 
+    def refuse_sends(self, node: SimNode, count: int = 1) -> None:
+        """The node's socket refuses its next ``count`` sends (its queue is full).
+
+        The driver reports each refused message to its core with
+        ``send_failed``; the message never reaches the broker.
+        """
+        node.refuse_sends += count
+
     def heal(self, node: SimNode) -> None:
         """Restore the link between ``node`` and the broker."""
         node.partitioned = False
@@ -377,8 +389,12 @@ class Sim:
             moved |= self._step_client(c)
         return moved
 
-    def _send(self, node: SimNode, messages: list[list[bytes]]) -> bool:
+    def _send(self, node: SimWorker | SimClient, messages: list[list[bytes]]) -> bool:
         for frames in messages:
+            if node.refuse_sends > 0:  # the socket's queue is full: the driver reports it
+                node.refuse_sends -= 1
+                node.core.send_failed(frames, self.now)
+                continue
             if self._reachable(node):
                 assert node.routing_id is not None
                 self.broker.receive(node.routing_id, frames, self.now)

@@ -321,6 +321,38 @@ def test_a_link_cut_after_the_request_leaves_the_diagnosis_unanswered_no_reply()
     assert c.resets == 2
 
 
+def test_a_refused_reply_ends_the_conversation_and_another_worker_answers() -> None:
+    sim = Sim(BCFG)
+    w1 = sim.add_worker(SVC, takes(1.0), config=WCFG)
+    w2 = sim.add_worker(SVC, takes(1.0), config=WCFG)
+    c = sim.add_client(ClientConfig(timeout=30.0, retries=0))
+    sim.pump()
+    rid = sim.request(c, SVC, b"job")
+    sim.pump()
+    busy = the_busy_one(w1, w2)
+    sim.refuse_sends(busy)  # its queue is full when the FINAL is sent
+    sim.advance(1.0)
+    assert [e.reason for e in busy.lost] == ["send failed: the queue to the broker is full"]
+    assert any(isinstance(e, RequestRequeued) for e in sim.broker_events)
+    sim.advance(1.5)
+    assert final_bodies(c, rid) == [(b"job",)]
+    assert len(w1.finished) + len(w2.finished) == 2  # one FINAL never left the busy worker
+    sim.check()
+
+
+def test_a_refused_request_is_sent_again_on_a_new_socket_at_once() -> None:
+    sim = Sim(BCFG)
+    sim.add_worker(SVC, config=WCFG)
+    c = sim.add_client(ClientConfig(timeout=30.0, retries=1))
+    sim.pump()
+    sim.refuse_sends(c)
+    rid = sim.request(c, SVC, b"x")
+    sim.pump()  # no time passes
+    assert final_bodies(c, rid) == [(b"x",)]
+    assert c.resets == 1
+    sim.check()
+
+
 def test_failing_handler_abandons_and_another_worker_answers() -> None:
     failed: list[RequestReceived] = []
 

@@ -2,11 +2,14 @@
 
 Each example builds a small system (two services, a few workers, three
 clients), then runs a random schedule of requests, clock advances, worker
-deaths and births, broker restarts and network partitions. At the end the
+deaths and births, broker restarts, network partitions and refused sends
+(a full queue, reported to the core with ``send_failed``). At the end the
 network heals and the clock runs long enough for every client to give up.
 Invariants:
 
-* every client request ends in exactly one FinalReply or RequestFailed;
+* every client request ends in exactly one FinalReply or RequestFailed
+  (the broker's answer to a client's own mmi.service question after a
+  failure is never taken for a reply);
 * a FinalReply carries the reply to *that* request (handlers echo);
 * no worker handles a request it was not sent, and no worker handles a
   request for a service it did not register.
@@ -33,8 +36,9 @@ WCFG = WorkerConfig(heartbeat_interval=1.0, heartbeat_liveness=3, reconnect_dela
                     reconnect_delay_max=2.0)
 BCFG = BrokerConfig(heartbeat_interval=1.0, heartbeat_liveness=3, request_timeout=8.0,
                     max_attempts=3, processing_timeout=4.0)
-CCFG = ClientConfig(timeout=1.5, retries=2)
-GIVE_UP = CCFG.timeout * (1 + CCFG.retries) + 1.0
+DIAGNOSE = 1.0  # after the last attempt the client asks the broker why (mmi.service)
+CCFG = ClientConfig(timeout=1.5, retries=2, diagnose_timeout=DIAGNOSE)
+GIVE_UP = CCFG.timeout * (1 + CCFG.retries) + DIAGNOSE + 1.0
 
 
 def handler(duration: float, flaky: bool) -> Handler:
@@ -57,9 +61,11 @@ OP_ARGS = {
     "restart": st.tuples(st.just("restart"), st.sampled_from([0.0, 0.5, 3.0])),
     "partition": st.tuples(st.just("partition"), st.integers(0, 7)),
     "heal": st.tuples(st.just("heal"), st.integers(0, 7)),
+    "jam": st.tuples(st.just("jam"), st.integers(0, 7), st.integers(1, 3)),
 }
 # requests and clock steps weigh more than faults
-KINDS = ["request"] * 4 + ["advance"] * 4 + ["kill", "spawn", "restart", "partition", "heal"]
+KINDS = ["request"] * 4 + ["advance"] * 4 + ["kill", "spawn", "restart", "partition", "heal",
+                                              "jam"]
 ops = st.sampled_from(KINDS).flatmap(OP_ARGS.__getitem__)
 
 
@@ -109,7 +115,9 @@ def run_schedule(
         else:
             nodes = [*sim.workers, *sim.clients]
             node = nodes[int(op[1]) % len(nodes)]  # type: ignore[call-overload]
-            if kind == "partition":
+            if kind == "jam":
+                sim.refuse_sends(node, int(op[2]))  # type: ignore[call-overload]
+            elif kind == "partition":
                 sim.partition(node)
             else:
                 sim.heal(node)
