@@ -381,8 +381,12 @@ the bytes the shell passed, whatever their encoding.
 
 The reply is printed one frame per line, each frame as its raw bytes
 followed by a newline: `mdp call echo "a b" c` prints two lines, `mdp call
-echo a b c` three. With --stream the frames of every PARTIAL and of the
-FINAL are printed as they arrive."""
+echo a b c` three (a frame that holds newlines spans several lines). With
+--stream the frames of every PARTIAL and of the FINAL are printed as they
+arrive.
+
+Exit status: 0 replied, 1 no reply (or another failure at run time),
+2 usage error."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -455,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("call", help="send one request and print the reply, one frame per line",
                 description="Send one request to SERVICE and print the reply.",
                 epilog=_CALL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("service", type=service_name)
+    c.add_argument("service", type=service_name, help="the service (mmi.*: ask the broker)")
     c.add_argument("body", nargs="*", help="one frame each (none: one empty frame; "
                    "'-': one frame from stdin)")
     connect(c)
