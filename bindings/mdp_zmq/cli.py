@@ -127,8 +127,8 @@ def _endpoint(text: str, *, bind: bool) -> str:
         host, colon, port = address.rpartition(":")
         if not colon or not host:
             raise argparse.ArgumentTypeError(f"{endpoint!r}: a tcp endpoint is tcp://HOST:PORT")
-        # libzmq takes any number and a port above 65535 silently becomes
-        # another one; "*" (and port 0) ask for a random port, only for bind.
+        # libzmq accepts a port above 65535 and listens on another one, and
+        # "*" or 0 mean a random port: refused, but for "*" when binding.
         valid = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
         if not (valid or (bind and port == "*")):
             allowed = "1-65535 or * (a free port)" if bind else "1-65535"
