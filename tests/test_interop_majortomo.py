@@ -266,6 +266,9 @@ def test_majortomo_client_and_worker_exchange_request_and_reply_through_our_brok
     assert client.recv_all_as_list(timeout=5) == [b"200"]
     client.send(b"mmi.service", b"nobody")
     assert client.recv_all_as_list(timeout=5) == [b"404"]
+    # The broker thread records an event after its send: the last reply can
+    # reach the client first.
+    assert broker.wait_count(RequestDelivered, 5)
     assert len(broker.of(RequestDelivered)) == 5
 
 
@@ -297,6 +300,7 @@ def test_majortomo_worker_killed_mid_job_has_its_request_redispatched_to_another
     wait_ready(broker, b"job", 2)
     slow.kill()
     assert list(client.recv_all(timeout=10)) == [[b"fast", b"work"]]
+    assert broker.wait_count(RequestRequeued, 1) and broker.wait_count(WorkerLost, 1)
     (_, requeued), = broker.of(RequestRequeued)
     (_, lost), = broker.of(WorkerLost)
     assert requeued.worker == lost.worker
@@ -317,11 +321,13 @@ def test_majortomo_worker_hung_past_processing_timeout_is_disconnected_and_reque
     slow.wait_line("busy")
     procs.mt_worker(broker.endpoint, "job", "fast")
     assert list(client.recv_all(timeout=10)) == [[b"fast", b"work"]]
+    assert broker.wait_count(WorkerLost, 1)
     (_, lost), = broker.of(WorkerLost)
     assert "processing timeout" in lost.reason
     # majortomo misbehaviour (documented): on DISCONNECT its worker stops
     # serving instead of reconnecting on a new socket as RFC 7/18 require.
     slow.wait_line("stopped")
+    wait_ready(broker, b"job", 2)
     assert ready_count(broker, b"job") == 2
 
 

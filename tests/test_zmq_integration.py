@@ -134,6 +134,7 @@ def test_handler_exception_is_survived_and_the_request_answered_on_retry(
         with mdp_zmq.Client(broker.endpoint, ClientConfig(timeout=5, retries=0)) as client:
             assert client.request("flaky", b"x") == [b"x"]
         assert calls == [b"x", b"x"]
+        assert broker.wait_count(RequestRequeued, 1)
         assert [e.attempt for _, e in broker.of(RequestRequeued)] == [1]
     finally:
         broker.close()
@@ -196,6 +197,7 @@ def test_sigkilled_busy_worker_is_noticed_at_once_and_its_request_redispatched(
         assert t_lost - t_kill < 3.0
         client.join(20)
         assert result == {"reply": [b"payload"]}
+        assert broker.wait_count(RequestRequeued, 1)
         (_, requeued), = broker.of(RequestRequeued)
         assert requeued.worker == lost.worker
         assert broker.wait_count(RequestDelivered, 1)

@@ -1,20 +1,32 @@
 """The ``mdp`` command: broker, worker, call, services, demo.
 
 ``-v`` logs lifecycle events (INFO: workers registered or lost, requests
-re-dispatched, reconnects); ``-vv`` adds one line per message (DEBUG).
-The broker endpoint defaults to ``$MDP_ENDPOINT`` or ``tcp://127.0.0.1:5555``.
+re-dispatched, reconnects); ``-vv`` adds one line per message (DEBUG); it
+may be given before or after the subcommand.
+
+Workers and clients connect to ``--connect``, else ``$MDP_ENDPOINT``, else
+``tcp://127.0.0.1:5555``; the broker binds ``--bind``, else ``$MDP_BIND``,
+else ``$MDP_ENDPOINT``, else the same default.
+
+Exit status: 0 on success, 1 for a failure at run time (no reply, cannot
+bind, ...), 2 for a usage error (a bad argument or environment variable),
+130 when interrupted. Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
+import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, BinaryIO, NoReturn
 
 import zmq
 
@@ -22,30 +34,195 @@ import mdp_core
 from mdp_core import Dialect
 
 from ._broker import Broker
-from ._client import Client, RequestTimeout
+from ._client import Client, MdpZmqError
 from ._worker import Handler, Worker
-from .glue import TransportConfig
+from .glue import TransportConfig, normalize_endpoint
 
-__all__ = ["main"]
+__all__ = ["CliError", "CommandFailed", "build_parser", "log_level", "main"]
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 _VERSIONS = {"0.1": Dialect.MDP01, "0.2": Dialect.MDP02}
+#: Longest piece of a command's stderr line copied into one log line.
+_CLIP = 200
 
 log = logging.getLogger("mdp_zmq.cli")
 
 
-def _default_endpoint() -> str:
-    return os.environ.get("MDP_ENDPOINT", DEFAULT_ENDPOINT)
+class CliError(Exception):
+    """A user error reported as one line on stderr; ``status`` is the exit status
+    (2: usage, 1: run time)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def _transport(args: argparse.Namespace) -> TransportConfig:
+class CommandFailed(Exception):
+    """An ``--exec`` command failed on one request, which is then abandoned.
+
+    The message is one line: how the command ended and its last stderr line.
+    """
+
+
+# ------------------------------------------------------------------ argument types
+
+
+def _number(text: str, kind: type[float] | type[int]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{'an integer' if kind is int else 'a number'} expected, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"a finite number expected, got {text!r}")
+    return value
+
+
+def _at_least(value: float, text: str, *, positive: bool) -> None:
+    if positive and not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0; raises ArgumentTypeError otherwise."""
+    value = _number(text, float)
+    _at_least(value, text, positive=True)
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0; raises ArgumentTypeError otherwise."""
+    value = _number(text, float)
+    _at_least(value, text, positive=False)
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0; raises ArgumentTypeError otherwise."""
+    value = int(_number(text, int))
+    _at_least(value, text, positive=True)
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0; raises ArgumentTypeError otherwise."""
+    value = int(_number(text, int))
+    _at_least(value, text, positive=False)
+    return value
+
+
+def _endpoint(text: str, *, bind: bool) -> str:
+    try:
+        endpoint = normalize_endpoint(text, bind=bind)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    try:
+        endpoint.encode()
+    except UnicodeEncodeError:  # bytes the shell passed that pyzmq cannot take
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid UTF-8") from None
+    scheme, _, address = endpoint.partition("://")
+    if scheme == "tcp":
+        host, colon, port = address.rpartition(":")
+        if not colon or not host:
+            raise argparse.ArgumentTypeError(f"{endpoint!r}: a tcp endpoint is tcp://HOST:PORT")
+        # libzmq accepts a port above 65535 and listens on another one, and
+        # "*" or 0 mean a random port: refused, but for "*" when binding.
+        valid = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
+        if not (valid or (bind and port == "*")):
+            allowed = "1-65535 or * (a free port)" if bind else "1-65535"
+            raise argparse.ArgumentTypeError(f"{endpoint!r}: the port must be {allowed}")
+    elif scheme == "ipc" and not address:
+        raise argparse.ArgumentTypeError(f"{endpoint!r}: an ipc endpoint needs a path")
+    return endpoint
+
+
+def bind_endpoint(text: str) -> str:
+    """argparse type: an endpoint to bind (``5555``, ``host:port``, ``tcp://*:*``,
+    ``ipc://path``); returns it in ZeroMQ form, raises ArgumentTypeError."""
+    return _endpoint(text, bind=True)
+
+
+def connect_endpoint(text: str) -> str:
+    """argparse type: an endpoint to connect to; like :func:`bind_endpoint`
+    but a port is required."""
+    return _endpoint(text, bind=False)
+
+
+def service_name(text: str) -> bytes:
+    """argparse type: a non-empty service name, as the bytes the shell passed
+    (``os.fsencode``: bytes that are not UTF-8 are kept as they are)."""
+    if not text:
+        raise argparse.ArgumentTypeError("a service name cannot be empty")
+    return os.fsencode(text)
+
+
+def worker_service(text: str) -> bytes:
+    """argparse type: :func:`service_name`, outside the ``mmi.`` namespace."""
+    name = service_name(text)
+    # RFC 8: the broker answers every mmi.* service itself; a worker for one
+    # would never get a request (and the broker refuses its READY).
+    if name.startswith(b"mmi."):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: mmi.* services are answered by the broker (RFC 8); "
+            "a worker cannot serve them")
+    return name
+
+
+def exec_command(text: str) -> list[str]:
+    """argparse type: a command line split like a shell does (no shell runs);
+    its program must be found (``shutil.which``). Raises ArgumentTypeError."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split {text!r}: {exc}") from None
+    if not argv:
+        raise argparse.ArgumentTypeError("the command is empty")
+    if shutil.which(argv[0]) is None:
+        raise argparse.ArgumentTypeError(f"{argv[0]!r}: no such executable on PATH")
+    return argv
+
+
+def _env_endpoint(names: Sequence[str], *, bind: bool) -> str | None:
+    """The endpoint in the first of ``names`` that is set (even if empty)."""
+    for name in names:
+        value = os.environ.get(name)
+        if value is not None:
+            try:
+                return _endpoint(value, bind=bind)
+            except argparse.ArgumentTypeError as exc:
+                raise CliError(f"${name}: {exc}") from None
+    return None
+
+
+def _connect_to(args: argparse.Namespace) -> str:
+    return args.connect or _env_endpoint(("MDP_ENDPOINT",), bind=False) or DEFAULT_ENDPOINT
+
+
+# ------------------------------------------------------------------ configs
+
+
+def broker_config(args: argparse.Namespace) -> mdp_core.BrokerConfig:
+    """The BrokerConfig of ``mdp broker``'s flags; a flag not given keeps the default."""
+    names = ("heartbeat_interval", "request_timeout", "processing_timeout", "max_attempts",
+             "max_queue", "max_queued_bytes")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return mdp_core.BrokerConfig(**given)
+
+
+def transport_config(args: argparse.Namespace) -> TransportConfig:
+    """The TransportConfig of the ``--zmtp-*`` flags (and ``--max-message-bytes``)."""
+    extra: dict[str, Any] = {}
+    if getattr(args, "max_message_bytes", None) is not None:
+        extra["max_message_bytes"] = args.max_message_bytes
     zmtp = args.zmtp_heartbeat
-    if zmtp <= 0:
-        return TransportConfig(heartbeat_ivl=None, heartbeat_timeout=None, heartbeat_ttl=None)
-    return TransportConfig(
-        heartbeat_ivl=zmtp, heartbeat_timeout=args.zmtp_timeout or 3 * zmtp,
-        heartbeat_ttl=args.zmtp_timeout or 3 * zmtp,
-    )
+    if zmtp == 0:
+        return TransportConfig(heartbeat_ivl=None, heartbeat_timeout=None, heartbeat_ttl=None,
+                               **extra)
+    timeout = args.zmtp_timeout or 3 * zmtp
+    return TransportConfig(heartbeat_ivl=zmtp, heartbeat_timeout=timeout,
+                           heartbeat_ttl=timeout, **extra)
 
 
 # ------------------------------------------------------------------ commands
@@ -53,21 +230,61 @@ def _transport(args: argparse.Namespace) -> TransportConfig:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     """Run a broker until SIGINT/SIGTERM."""
-    config = mdp_core.BrokerConfig(heartbeat_interval=args.heartbeat)
-    broker = Broker(args.bind or [DEFAULT_ENDPOINT], config, transport=_transport(args))
+    endpoints = args.bind or [
+        _env_endpoint(("MDP_BIND", "MDP_ENDPOINT"), bind=True) or DEFAULT_ENDPOINT]
+    config, transport = broker_config(args), transport_config(args)
+    try:
+        broker = Broker(endpoints, config, transport=transport)
+    except zmq.ZMQError as exc:
+        raise CliError(f"cannot bind {' '.join(endpoints)}: {exc}", status=1) from None
     print("mdp broker listening on " + " ".join(broker.endpoints), flush=True)
     broker.run()
     return 0
 
 
-def _exec_handler(command: str) -> Handler:
-    argv = shlex.split(command)
+def _printable(text: str) -> str:
+    """``text`` cut to ``_CLIP`` characters, control characters escaped."""
+    if len(text) > _CLIP:
+        text = f"{text[:_CLIP]}... ({len(text)} characters)"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _exec_handler(argv: list[str]) -> Handler:
+    program = argv[0]
 
     def handler(frames: list[bytes]) -> bytes:
-        done = subprocess.run(argv, input=b"\n".join(frames), capture_output=True, check=True)
+        try:
+            done = subprocess.run(argv, input=b"\n".join(frames), capture_output=True,
+                                  check=False)
+        except OSError as exc:
+            raise CommandFailed(f"cannot run {program}: {exc.strerror or exc}") from None
+        lines = done.stderr.decode(errors="backslashreplace").splitlines()
+        if done.returncode != 0:
+            how = (f"exited with status {done.returncode}" if done.returncode > 0
+                   else f"killed by signal {-done.returncode}")
+            last = _printable(lines[-1]) if lines else "(nothing on stderr)"
+            raise CommandFailed(f"{program} {how}: {last}")
+        for line in lines:
+            log.warning("%s: %s", program, _printable(line))
         return done.stdout
 
     return handler
+
+
+class _OneLineFailure(logging.Filter):
+    """The worker driver logs a handler's exception with its traceback; for a
+    :class:`CommandFailed` the message says everything, so the record becomes
+    one line: the driver's message, then the failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, CommandFailed):
+            record.msg, record.args = f"{record.getMessage()}: {exc}", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_ONE_LINE_FAILURE = _OneLineFailure()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -81,46 +298,51 @@ def cmd_worker(args: argparse.Namespace) -> int:
             time.sleep(delay)
         return frames
 
-    handler: Handler = echo if args.echo else _exec_handler(args.exec)
-    config = mdp_core.WorkerConfig(heartbeat_interval=args.heartbeat)
-    worker = Worker(args.connect, args.service, handler, config, _VERSIONS[args.mdp],
-                    transport=_transport(args))
+    if args.echo:
+        handler: Handler = echo
+    else:
+        handler = _exec_handler(args.exec)
+        logging.getLogger("mdp_zmq.worker").addFilter(_ONE_LINE_FAILURE)
+    hb = args.heartbeat_interval
+    given = {} if hb is None else {"heartbeat_interval": hb}
+    worker = Worker(_connect_to(args), args.service, handler, mdp_core.WorkerConfig(**given),
+                    _VERSIONS[args.mdp], transport=transport_config(args))
     if announce:
         print(f"ready pid={os.getpid()}", flush=True)
     worker.run()
     return 0
 
 
-def _show(frames: Sequence[bytes]) -> str:
-    return " ".join(f.decode(errors="backslashreplace") for f in frames)
+def _request_body(args: Sequence[str]) -> list[bytes]:
+    if list(args) == ["-"]:
+        return [sys.stdin.buffer.read()]
+    return [os.fsencode(arg) for arg in args] or [b""]
+
+
+def _write_frames(out: BinaryIO, frames: Iterable[bytes]) -> None:
+    out.write(b"".join(frame + b"\n" for frame in frames))
+    out.flush()
 
 
 def cmd_call(args: argparse.Namespace) -> int:
     """Send one request and print the reply frames (PARTIALs too with --stream)."""
-    body = [b.encode() for b in args.body] or [b""]
+    body = _request_body(args.body)
     config = mdp_core.ClientConfig(timeout=args.timeout, retries=args.retries)
-    with Client(args.connect, config, _VERSIONS[args.mdp], transport=_transport(args)) as client:
-        try:
-            if args.stream:
-                for frames in client.stream(args.service, *body):
-                    print(_show(frames), flush=True)
-            else:
-                print(_show(client.request(args.service, *body)))
-        except RequestTimeout as exc:
-            print(f"mdp call: {exc}", file=sys.stderr)
-            return 2
+    with Client(_connect_to(args), config, _VERSIONS[args.mdp],
+                transport=transport_config(args)) as client:
+        if args.stream:
+            for frames in client.stream(args.service, *body):
+                _write_frames(sys.stdout.buffer, frames)
+        else:
+            _write_frames(sys.stdout.buffer, client.request(args.service, *body))
     return 0
 
 
 def cmd_services(args: argparse.Namespace) -> int:
     """List the services that have workers (MMI ``mmi.services``)."""
     config = mdp_core.ClientConfig(timeout=args.timeout, retries=args.retries)
-    with Client(args.connect, config, transport=_transport(args)) as client:
-        try:
-            names = client.request("mmi.services", b"")
-        except RequestTimeout as exc:
-            print(f"mdp services: {exc}", file=sys.stderr)
-            return 2
+    with Client(_connect_to(args), config, transport=transport_config(args)) as client:
+        names = client.request("mmi.services", b"")
     for name in names:
         if name:
             print(name.decode(errors="backslashreplace"))
@@ -137,81 +359,162 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (usage stays in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: MESSAGE`` on stderr and exit with status 2."""
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("mdp-core")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+_CALL_HELP = """\
+The request body is one frame per BODY argument (none: one empty frame;
+a single "-": one frame read from stdin, all of it). Arguments are sent as
+the bytes the shell passed, whatever their encoding.
+
+The reply is printed one frame per line, each frame as its raw bytes
+followed by a newline: `mdp call echo "a b" c` prints two lines, `mdp call
+echo a b c` three (a frame that holds newlines spans several lines). With
+--stream the frames of every PARTIAL and of the FINAL are printed as they
+arrive.
+
+Exit status: 0 replied, 1 no reply (or another failure at run time),
+2 usage error."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mdp`` argument parser."""
-    p = argparse.ArgumentParser(prog="mdp", description="ZeroMQ Majordomo (MDP/0.1, 0.2, MMI)")
+    p = _Parser(prog="mdp", description="ZeroMQ Majordomo (MDP/0.1, 0.2, MMI)")
+    p.add_argument("--version", action="version", version=f"mdp {_version()}")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="-v: lifecycle events; -vv: every message")
+    verbosity = _Parser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, dest="sub_verbose",
+                           help="-v: lifecycle events; -vv: every message")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    defaults = mdp_core.BrokerConfig()
+
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[verbosity], **kwargs)
 
     def common(sp: argparse.ArgumentParser, *, heartbeat: bool = True) -> None:
-        sp.add_argument("--zmtp-heartbeat", type=float, default=1.0, metavar="S",
+        sp.add_argument("--zmtp-heartbeat", type=non_negative_float, default=1.0, metavar="S",
                         help="ZMTP ping interval in s (0: off) [1.0]")
-        sp.add_argument("--zmtp-timeout", type=float, default=0.0, metavar="S",
+        sp.add_argument("--zmtp-timeout", type=non_negative_float, default=0.0, metavar="S",
                         help="drop a silent connection after S s [3 x interval]")
         if heartbeat:
-            sp.add_argument("--heartbeat", type=float, default=2.5, metavar="S",
-                            help="MDP heartbeat interval in s [2.5]")
+            sp.add_argument("--heartbeat", type=positive_float, metavar="S",
+                            dest="heartbeat_interval",
+                            help=f"MDP heartbeat interval in s [{defaults.heartbeat_interval}]")
 
-    b = sub.add_parser("broker", help="run a broker")
-    b.add_argument("--bind", action="append", metavar="ENDPOINT",
-                   help=f"endpoint to bind (repeatable) [{DEFAULT_ENDPOINT}]")
+    def connect(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--connect", type=connect_endpoint, metavar="ENDPOINT",
+                        help=f"broker endpoint [$MDP_ENDPOINT or {DEFAULT_ENDPOINT}]")
+
+    b = command("broker", help="run a broker")
+    b.add_argument("--bind", action="append", type=bind_endpoint, metavar="ENDPOINT",
+                   help="endpoint to bind (repeatable) "
+                   f"[$MDP_BIND, else $MDP_ENDPOINT, else {DEFAULT_ENDPOINT}]")
     common(b)
+    b.add_argument("--request-timeout", type=positive_float, metavar="S",
+                   help="a queued request expires after S s "
+                   f"[{defaults.request_timeout:g}]")
+    b.add_argument("--processing-timeout", type=positive_float, metavar="S",
+                   help="a worker busy longer than S s is disconnected and its request "
+                   "re-dispatched [unlimited]")
+    b.add_argument("--max-attempts", type=positive_int, metavar="N",
+                   help=f"dispatches per request [{defaults.max_attempts}]")
+    b.add_argument("--max-queue", type=non_negative_int, metavar="N",
+                   help=f"queued requests per service [{defaults.max_queue}]")
+    b.add_argument("--max-queued-bytes", type=non_negative_int, metavar="N",
+                   help="bytes of queued requests, all services together "
+                   "[BrokerConfig's default]")
+    b.add_argument("--max-message-bytes", type=positive_int, metavar="N",
+                   help="largest message accepted (ZMQ_MAXMSGSIZE) [TransportConfig's default]")
     b.set_defaults(func=cmd_broker)
 
-    w = sub.add_parser("worker", help="run a worker for SERVICE")
-    w.add_argument("service")
+    w = command("worker", help="run a worker for SERVICE")
+    w.add_argument("service", type=worker_service)
     mode = w.add_mutually_exclusive_group(required=True)
     mode.add_argument("--echo", action="store_true", help="reply with the request frames")
-    mode.add_argument("--exec", metavar="CMD",
-                      help="run CMD per request: frames joined by newlines on stdin, "
-                      "stdout is the reply")
-    w.add_argument("--connect", default=_default_endpoint(), metavar="ENDPOINT")
+    mode.add_argument("--exec", type=exec_command, metavar="CMD",
+                      help="run CMD per request (split like a shell does; no shell runs): "
+                      "frames joined by newlines on stdin, stdout is the reply, stderr goes "
+                      "to the log; a non-zero exit abandons the request")
+    connect(w)
     w.add_argument("--mdp", choices=sorted(_VERSIONS), default="0.2", help="MDP version [0.2]")
-    w.add_argument("--delay", type=float, default=0.0, metavar="S",
+    w.add_argument("--delay", type=non_negative_float, default=0.0, metavar="S",
                    help="--echo: sleep S s per request (a slow job)")
     w.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)
     common(w)
     w.set_defaults(func=cmd_worker)
 
-    c = sub.add_parser("call", help="send one request and print the reply")
-    c.add_argument("service")
-    c.add_argument("body", nargs="*", help="one frame each (default: one empty frame)")
-    c.add_argument("--connect", default=_default_endpoint(), metavar="ENDPOINT")
+    c = command("call", help="send one request and print the reply, one frame per line",
+                description="Send one request to SERVICE and print the reply.",
+                epilog=_CALL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("service", type=service_name, help="the service (mmi.*: ask the broker)")
+    c.add_argument("body", nargs="*", help="one frame each (none: one empty frame; "
+                   "'-': one frame from stdin)")
+    connect(c)
     c.add_argument("--mdp", choices=sorted(_VERSIONS), default="0.2", help="MDP version [0.2]")
     c.add_argument("--stream", action="store_true", help="print PARTIAL replies as they come")
-    c.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per attempt [5]")
-    c.add_argument("--retries", type=int, default=1, metavar="N", help="resends [1]")
+    c.add_argument("--timeout", type=positive_float, default=5.0, metavar="S",
+                   help="per attempt [5]")
+    c.add_argument("--retries", type=non_negative_int, default=1, metavar="N",
+                   help="resends [1]")
     common(c, heartbeat=False)
     c.set_defaults(func=cmd_call)
 
-    s = sub.add_parser("services", help="list services that have workers (MMI)")
-    s.add_argument("--connect", default=_default_endpoint(), metavar="ENDPOINT")
-    s.add_argument("--timeout", type=float, default=2.0, metavar="S")
-    s.add_argument("--retries", type=int, default=0, metavar="N")
+    s = command("services", help="list services that have workers (MMI)")
+    connect(s)
+    s.add_argument("--timeout", type=positive_float, default=2.0, metavar="S",
+                   help="per attempt [2]")
+    s.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
+                   help="resends [0]")
     common(s, heartbeat=False)
     s.set_defaults(func=cmd_services)
 
-    d = sub.add_parser("demo", help="kill a busy worker mid-job; watch the request survive")
-    d.add_argument("--job", type=float, default=2.0, metavar="S", help="job length [2]")
-    d.add_argument("--kill-after", type=float, default=0.5, metavar="S",
+    d = command("demo", help="kill a busy worker mid-job; watch the request survive")
+    d.add_argument("--job", type=positive_float, default=2.0, metavar="S",
+                   help="job length [2]")
+    d.add_argument("--kill-after", type=positive_float, default=0.5, metavar="S",
                    help="kill the busy worker S s into the job [0.5]")
     d.set_defaults(func=cmd_demo)
     return p
 
 
+def log_level(args: argparse.Namespace) -> int:
+    """The logging level of the ``-v`` flags, counted before and after the subcommand."""
+    verbose: int = args.verbose + args.sub_verbose
+    return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mdp`` console script; returns the exit status."""
+    """Entry point of the ``mdp`` console script; returns the exit status.
+
+    A usage error found while parsing exits at once (SystemExit, status 2).
+    """
     args = build_parser().parse_args(argv)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=log_level(args),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:
         return 130
-    except zmq.ZMQError as exc:
-        print(f"mdp {args.command}: {exc}", file=sys.stderr)
-        return 1
+    except CliError as exc:
+        message, status = str(exc), exc.status
+    except (zmq.ZMQError, MdpZmqError, OSError) as exc:
+        message, status = str(exc), 1
+    else:
+        return status
+    print(f"mdp {args.command}: {message}", file=sys.stderr)
     return status
 
 
