@@ -10,8 +10,10 @@ from collections.abc import Iterable
 
 from mdp_core import Dialect
 
-__all__ = ["check_dialect", "frame_list", "name_bytes", "reply_body"]
+__all__ = ["BytesLike", "check_dialect", "frame_list", "name_bytes", "reply_body"]
 
+#: What the drivers accept as a frame or (with ``str``) a service name.
+BytesLike = bytes | bytearray | memoryview
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 

@@ -272,4 +272,5 @@ class Broker(Runner):
             close_monitor(self._router, self._monitor)
             self._router.close()  # LINGER from TransportConfig bounds this
             self._waker.close()
+            self.log_limiter.flush(final=True)
             log.info("broker stopped")

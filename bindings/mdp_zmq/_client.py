@@ -27,7 +27,7 @@ from mdp_core import (
     ResetConnection,
 )
 
-from ._args import check_dialect, frame_list, name_bytes
+from ._args import BytesLike, check_dialect, frame_list, name_bytes
 from .glue import (
     TransportConfig,
     close_monitor,
@@ -97,8 +97,8 @@ class Client:
 
     def request(
         self,
-        service: str | bytes,
-        *frames: bytes,
+        service: str | BytesLike,
+        *frames: BytesLike,
         timeout: float | None = None,
         retries: int | None = None,
     ) -> list[bytes]:
@@ -119,8 +119,8 @@ class Client:
 
     def stream(
         self,
-        service: str | bytes,
-        *frames: bytes,
+        service: str | BytesLike,
+        *frames: BytesLike,
         timeout: float | None = None,
         retries: int | None = None,
     ) -> Iterator[list[bytes]]:
@@ -135,7 +135,7 @@ class Client:
         name, body = name_bytes(service, "service"), frame_list(frames)
         return (list(reply.body) for reply in self._exchange(name, body, timeout, retries))
 
-    def service_exists(self, name: str | bytes) -> bool:
+    def service_exists(self, name: str | BytesLike) -> bool:
         """Ask the broker (MMI ``mmi.service``) whether ``name`` has workers.
 
         Uses the config's timeout and retries. Raises :class:`RequestTimeout`

@@ -81,10 +81,11 @@ class LogLimiter:
     summary line is written to the same logger at the same level:
     ``suppressed 12345 <kind> lines in the last 10 s``. The summary is
     written at the next :meth:`allow` or :meth:`flush` after the window;
-    a driver calls :meth:`flush` from its loop and waits at most until
-    :attr:`next_due`. At most ``max_kinds`` kinds are tracked; further
-    kinds share one. Thread-safe; ``clock`` is injectable for tests. Raises ValueError
-    if ``burst`` < 1, ``window`` <= 0 or ``max_kinds`` < 1.
+    a driver calls :meth:`flush` from its loop, waits at most until
+    :attr:`next_due`, and calls ``flush(final=True)`` when it stops. At
+    most ``max_kinds`` kinds are tracked; further kinds share one.
+    Thread-safe; ``clock`` is injectable for tests. Raises ValueError if
+    ``burst`` < 1, ``window`` <= 0 or ``max_kinds`` < 1.
     """
 
     #: The kind that kinds beyond ``max_kinds`` share.
@@ -137,34 +138,36 @@ class LogLimiter:
         self._write(ended)
         return allowed
 
-    def flush(self) -> None:
-        """Write the summary of every window that has ended with lines suppressed."""
+    def flush(self, *, final: bool = False) -> None:
+        """Write the summary of every window that has ended with lines
+        suppressed; with ``final`` (a driver stopping), of every window now."""
         if self._due is None:  # the common case, without the lock
             return
         with self._lock:
             now = self._clock()
-            ended = self._summarise(now) if self._due is not None and now >= self._due else []
+            ended = self._summarise(now, final) if final or now >= self._due else []
         self._write(ended)
 
-    def _summarise(self, now: float) -> list[tuple[str, _Window]]:
-        """Drop the windows ended by ``now``; return those that suppressed lines."""
-        ended: list[tuple[str, _Window]] = []
+    def _summarise(self, now: float, final: bool = False) -> list[tuple[str, _Window, float]]:
+        """Drop the windows ended by ``now`` (all if ``final``); return those
+        that suppressed lines, with the seconds they covered."""
+        ended: list[tuple[str, _Window, float]] = []
         due: float | None = None
         for kind, win in list(self._windows.items()):
-            if now >= win.end:
+            if final or now >= win.end:
                 del self._windows[kind]
                 if win.suppressed:
-                    ended.append((kind, win))
+                    ended.append((kind, win, min(self.window, now - win.end + self.window)))
             elif win.suppressed and (due is None or win.end < due):
                 due = win.end
         self._due = due
         return ended
 
-    def _write(self, ended: list[tuple[str, _Window]]) -> None:
+    def _write(self, ended: list[tuple[str, _Window, float]]) -> None:
         # Outside the lock: a handler may be slow, or log through us again.
-        for kind, win in ended:
-            win.logger.log(win.level, "suppressed %d %s lines in the last %g s",
-                           win.suppressed, kind, self.window)
+        for kind, win, span in ended:
+            win.logger.log(win.level, "suppressed %d %s lines in the last %.3g s",
+                           win.suppressed, kind, span)
 
 
 #: The limiter :func:`log_event` uses when none is given.

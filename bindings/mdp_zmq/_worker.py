@@ -21,7 +21,7 @@ import zmq
 import mdp_core
 from mdp_core import BrokerLost, Dialect, RequestReceived
 
-from ._args import check_dialect, name_bytes, reply_body
+from ._args import BytesLike, check_dialect, name_bytes, reply_body
 from ._runner import Runner
 from .glue import (
     LogLimiter,
@@ -83,7 +83,7 @@ class Worker(Runner):
     def __init__(
         self,
         endpoint: str,
-        service: str | bytes,
+        service: str | BytesLike,
         handler: Handler,
         config: mdp_core.WorkerConfig | None = None,
         version: Dialect = Dialect.MDP02,
@@ -261,6 +261,7 @@ class Worker(Runner):
         finally:
             self._close_socket(linger=self.transport.linger)
             self._waker.close()
+            self.log_limiter.flush(final=True)
             log.info("worker for %s stopped", self.service.decode(errors="replace"))
 
 
