@@ -34,6 +34,7 @@ from .glue import (
     drain_monitor,
     make_dealer,
     normalize_endpoint,
+    shorten,
     timeout_ms,
 )
 
@@ -224,7 +225,7 @@ class Client:
                         done = True
                         raise RequestTimeout(service, event.reason)
                     elif isinstance(event, ProtocolError):
-                        log.debug("dropped: %s", event.reason)
+                        log.debug("dropped: %s", shorten(event.reason))
                 self._flush()
         finally:
             if not done:

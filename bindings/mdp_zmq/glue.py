@@ -112,10 +112,12 @@ class TransportConfig:
     with handover on, any peer that sets ``ZMQ_ROUTING_ID`` to a waiting
     client's id receives that client's reply, and one that claims a
     worker's id ends the worker's session. Off, libzmq ignores a second
-    connection that claims a live routing id (until the first one closes).
-    Turn it on only where every peer is trusted and peers choose their own
-    routing ids and reconnect over half-open connections; the broker then
-    ends the old connection's session when the new one speaks.
+    connection that claims a live routing id: nothing sent on it is ever
+    read, even after the first one closes; the peer is heard again once it
+    connects anew. Turn it on only where every peer is trusted and peers
+    choose their own routing ids and reconnect over half-open connections;
+    the broker then ends the old connection's session when the new one
+    speaks.
     """
 
     heartbeat_ivl: float | None = 1.0
