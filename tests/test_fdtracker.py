@@ -130,6 +130,20 @@ def test_routing_id_handed_over_to_a_new_connection_moves() -> None:
     assert t.disconnected(20) == [A]
 
 
+def test_rival_names_the_live_connection_a_second_one_claims() -> None:
+    t = ConnectionTracker()
+    t.accepted(19)
+    t.accepted(20)
+    assert t.rival(A, 20) is None  # unbound
+    t.bind(A, 19)
+    assert t.rival(A, 19) is None  # its own connection
+    assert t.rival(A, 20) == (19, 1)  # another live connection claims it
+    assert t.rival(A, 33) == (19, 1)  # ... or one opened before monitoring
+    t.disconnected(20)
+    assert t.rival(A, 20) is None  # a message still queued from a closed one
+    assert t.knows(A, 19)  # asking changes nothing
+
+
 def test_stale_message_from_a_closed_connection_keeps_a_live_peers_binding() -> None:
     # An explicit routing id reconnected on fd 20; a message still queued
     # from its old, closed connection on fd 19 must not unbind it.

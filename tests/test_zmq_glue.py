@@ -1,23 +1,34 @@
-"""The pyzmq glue every driver shares: options, endpoints, monitor, SRCFD."""
+"""The pyzmq glue every driver shares: options, endpoints, monitor, SRCFD, log lines."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 
 import pytest
 import zmq
+from mdp_zmq._logging import default_limiter
 from mdp_zmq.glue import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ROUTER_HWM,
+    LogLimiter,
     TransportConfig,
     Waker,
     close_monitor,
     configure_socket,
+    describe,
     drain_monitor,
+    log_event,
     make_dealer,
     make_router,
     normalize_endpoint,
     recv_routed,
+    shorten,
     timeout_ms,
 )
+
+from mdp_core import ProtocolError, RequestExpired, WorkerReady
 
 
 @pytest.fixture
@@ -158,3 +169,201 @@ def test_waker_wakes_a_poller_and_clears() -> None:
     finally:
         waker.close()
     waker.wake()  # after close: silently nothing
+
+
+def test_waker_write_fd_is_the_end_a_signal_handler_writes() -> None:
+    waker = Waker()
+    try:
+        assert os.get_blocking(waker.write_fd()) is False
+        os.write(waker.write_fd(), b"\x0f")  # what the C-level signal handler does
+        poller = zmq.Poller()
+        poller.register(waker.fileno(), zmq.POLLIN)
+        assert poller.poll(1000) == [(waker.fileno(), zmq.POLLIN)]
+        waker.clear()
+        assert poller.poll(0) == []
+    finally:
+        waker.close()
+
+
+def test_normalize_endpoint_refuses_what_is_not_a_str() -> None:
+    for bad in (5555, b"tcp://127.0.0.1:5555", None):
+        with pytest.raises(TypeError, match="endpoint must be a str"):
+            normalize_endpoint(bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ transport limits
+
+
+def test_every_socket_gets_max_message_bytes(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        configure_socket(sock, TransportConfig())
+        assert sock.getsockopt(zmq.MAXMSGSIZE) == DEFAULT_MAX_MESSAGE_BYTES == 64 * 1024 * 1024
+        configure_socket(sock, TransportConfig(max_message_bytes=1000))
+        assert sock.getsockopt(zmq.MAXMSGSIZE) == 1000
+        configure_socket(sock, TransportConfig(max_message_bytes=None))
+        assert sock.getsockopt(zmq.MAXMSGSIZE) == -1
+    finally:
+        sock.close(0)
+
+
+def test_the_router_has_its_own_hwm_defaults_and_dealers_keep_libzmqs(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    router, monitor, bound = make_router(ctx, ["tcp://127.0.0.1:*"], TransportConfig())
+    dealer, _ = make_dealer(ctx, bound[0], TransportConfig(), monitor=False)
+    tuned, tmon, _ = make_router(ctx, ["tcp://127.0.0.1:*"],
+                                 TransportConfig(sndhwm=7, rcvhwm=0, max_message_bytes=10))
+    try:
+        assert router.getsockopt(zmq.SNDHWM) == router.getsockopt(zmq.RCVHWM) == ROUTER_HWM
+        assert router.getsockopt(zmq.MAXMSGSIZE) == DEFAULT_MAX_MESSAGE_BYTES
+        assert (tuned.getsockopt(zmq.SNDHWM), tuned.getsockopt(zmq.RCVHWM)) == (7, 0)
+        assert tuned.getsockopt(zmq.MAXMSGSIZE) == 10
+        assert dealer.getsockopt(zmq.SNDHWM) == dealer.getsockopt(zmq.RCVHWM) == 1000
+        assert dealer.getsockopt(zmq.MAXMSGSIZE) == DEFAULT_MAX_MESSAGE_BYTES
+    finally:
+        dealer.close(0)
+        for sock, mon in ((router, monitor), (tuned, tmon)):
+            close_monitor(sock, mon)
+            sock.close(0)
+
+
+# ------------------------------------------------------------------ log lines
+
+
+def test_shorten_bounds_every_peer_value_and_keeps_short_ones_readable() -> None:
+    assert shorten(b"echo") == "echo"
+    assert shorten(b"\x00\x6b\x8b\x45\x67") == "006b8b4567"
+    assert shorten(bytearray(b"ab")) == "ab" and shorten(memoryview(b"cd")) == "cd"
+    name = b"mmi." + b"\0" * (20 * 1024 * 1024)  # the READY of issue 9
+    assert shorten(name) == b"mmi.".hex() + "00" * 60 + f"...({len(name)} bytes)"
+    assert shorten(b"a" * 64) == "a" * 64
+    assert shorten(b"a" * 65) == "a" * 64 + "...(65 bytes)"
+    assert shorten("r" * 1000) == "r" * 256 + "...(1000 chars)"
+    assert shorten((b"a", b"b")) == "<2 frame(s)>"
+    assert shorten(2.5) == "2.5"
+
+
+def test_describe_truncates_routing_ids_and_reasons() -> None:
+    event = ProtocolError(b"\xff" * 255, "READY for " + repr(b"mmi." + b"\0" * 100_000))
+    line = describe(event)
+    assert len(line) < 600
+    assert line.startswith("ProtocolError peer=" + "ff" * 64 + "...(255 bytes) reason=READY for ")
+    assert line.endswith(f"...({len(event.reason)} chars)")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _records(caplog: pytest.LogCaptureFixture) -> list[str]:
+    out = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    return out
+
+
+def test_log_limiter_lets_a_burst_through_then_summarises_each_window(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    lim = LogLimiter(burst=2, window=10.0, clock=clock)
+    logger = logging.getLogger("mdp_zmq.test")
+    caplog.set_level(logging.WARNING, logger="mdp_zmq.test")
+    assert lim.next_due is None
+    assert [lim.allow(logger, logging.WARNING, "k") for _ in range(5)] == [
+        True, True, False, False, False]
+    assert lim.next_due == 110.0
+    assert lim.allow(logger, logging.WARNING, "other kind")  # kinds are apart
+    lim.flush()  # window still open: nothing yet
+    assert _records(caplog) == []
+    clock.now = 110.0
+    lim.flush()
+    assert _records(caplog) == ["suppressed 3 k lines in the last 10 s"]
+    assert lim.next_due is None
+    lim.flush()  # written once
+    assert _records(caplog) == []
+    # A new window opens with the next line and lets a burst through again.
+    assert lim.allow(logger, logging.WARNING, "k")
+    assert lim.allow(logger, logging.WARNING, "k")
+    assert not lim.allow(logger, logging.WARNING, "k")
+    clock.now = 125.0  # past that window: the next allow writes its summary first
+    assert lim.allow(logger, logging.WARNING, "k")
+    assert _records(caplog) == ["suppressed 1 k lines in the last 10 s"]
+
+
+def test_log_limiter_final_flush_writes_open_windows_at_their_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    lim = LogLimiter(burst=1, window=10.0, clock=clock)
+    logger = logging.getLogger("mdp_zmq.test")
+    caplog.set_level(logging.DEBUG, logger="mdp_zmq.test")
+    lim.allow(logger, logging.ERROR, "e")
+    lim.allow(logger, logging.ERROR, "e")
+    lim.allow(logger, logging.WARNING, "quiet")  # nothing suppressed: no summary
+    clock.now = 102.5
+    lim.flush(final=True)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, "suppressed 1 e lines in the last 2.5 s")]
+    assert lim.next_due is None
+    assert lim.allow(logger, logging.WARNING, "quiet")  # windows were closed
+
+
+def test_log_limiter_tracks_a_bounded_number_of_kinds() -> None:
+    clock = FakeClock()
+    lim = LogLimiter(burst=1, window=10.0, max_kinds=2, clock=clock)
+    logger = logging.getLogger("mdp_zmq.test")
+    assert lim.allow(logger, logging.WARNING, "a")
+    assert lim.allow(logger, logging.WARNING, "b")
+    assert lim.allow(logger, logging.WARNING, "c")  # the first of the shared kind
+    assert not lim.allow(logger, logging.WARNING, "d")  # shares it with "c"
+    clock.now = 110.0  # the old windows ended: room for new kinds again
+    assert lim.allow(logger, logging.WARNING, "d")
+    assert lim.allow(logger, logging.WARNING, "e")
+    with pytest.raises(ValueError):
+        LogLimiter(burst=0)
+    with pytest.raises(ValueError):
+        LogLimiter(window=0)
+    with pytest.raises(ValueError):
+        LogLimiter(max_kinds=0)
+
+
+def test_log_event_limits_warnings_per_event_type_and_reason_prefix(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    lim = LogLimiter(burst=2, window=10.0, clock=clock)
+    logger = logging.getLogger("mdp_zmq.test")
+    caplog.set_level(logging.DEBUG, logger="mdp_zmq.test")
+    for i in range(5):  # peer bytes after the prefix do not make new kinds
+        log_event(logger, ProtocolError(b"p", f"malformed message dropped: header b'{i}'"), lim)
+        log_event(logger, ProtocolError(b"p", f"READY for b'mmi.{i}': refused"), lim)
+        log_event(logger, RequestExpired(b"c", b"s", "no worker"), lim)
+        log_event(logger, WorkerReady(b"w%d" % i, b"s"), lim)  # INFO: never limited
+    clock.now = 111.0
+    lim.flush()
+    lines = _records(caplog)
+    assert sum(line.startswith("WorkerReady") for line in lines) == 5
+    assert sum(line.startswith("ProtocolError") for line in lines) == 4
+    assert sum(line.startswith("RequestExpired") for line in lines) == 2
+    assert sorted(line for line in lines if line.startswith("suppressed")) == [
+        "suppressed 3 ProtocolError (READY for) lines in the last 10 s",
+        "suppressed 3 ProtocolError (malformed message dropped) lines in the last 10 s",
+        "suppressed 3 RequestExpired (no worker) lines in the last 10 s",
+    ]
+    log_event(logger, ProtocolError(b"p", "123"), lim)  # no usable prefix: the type alone
+    assert _records(caplog) == ["ProtocolError peer=p reason=123"]
+
+
+def test_log_event_without_a_limiter_uses_the_shared_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = logging.getLogger("mdp_zmq.test.shared")
+    caplog.set_level(logging.WARNING, logger="mdp_zmq.test.shared")
+    for _ in range(default_limiter.burst + 3):  # a reason no other test uses
+        log_event(logger, ProtocolError(b"p", "shared limiter test"))
+    assert len(caplog.records) == default_limiter.burst

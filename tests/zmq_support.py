@@ -29,13 +29,24 @@ E = TypeVar("E", bound=Event)
 
 
 class BrokerThread:
-    """A broker in a daemon thread; ``events`` holds ``(monotonic, event)``."""
+    """A broker in a daemon thread; ``events`` holds ``(monotonic, event)``.
 
-    def __init__(self, endpoint: str, config: Any = None, transport: Any = None) -> None:
+    With ``start=False`` the broker is bound but not served until
+    :meth:`start` (a test may prepare its state race-free meanwhile).
+    """
+
+    def __init__(self, endpoint: str, config: Any = None, transport: Any = None,
+                 *, start: bool = True) -> None:
         self.events: list[tuple[float, Event]] = []
         self.cond = threading.Condition()
         self.broker = mdp_zmq.Broker(endpoint, config, transport=transport, on_event=self._on)
         self.endpoint = self.broker.endpoint
+        self.thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
         self.thread = self.broker.start()
 
     def _on(self, event: Event) -> None:
@@ -60,7 +71,8 @@ class BrokerThread:
     def close(self) -> None:
         """Stop the broker and join its thread."""
         self.broker.close()
-        self.thread.join(10)
+        if self.thread is not None:
+            self.thread.join(10)
 
 
 def free_tcp_endpoint() -> str:

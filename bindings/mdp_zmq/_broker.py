@@ -24,6 +24,7 @@ from mdp_core import Event
 from ._runner import Runner
 from .glue import (
     ConnectionTracker,
+    LogLimiter,
     TransportConfig,
     close_monitor,
     drain_monitor,
@@ -31,6 +32,7 @@ from .glue import (
     make_router,
     recv_routed,
     send_frames,
+    shorten,
     timeout_ms,
 )
 
@@ -57,7 +59,8 @@ class Broker(Runner):
     and the socket closes with a bounded linger. ``on_event`` is called in the broker's thread
     with every core event (after it is logged; an exception it raises is
     logged and ignored). Raises ``zmq.ZMQError`` if an endpoint cannot be
-    bound, ValueError if there is none.
+    bound, ValueError if there is none or one is empty, TypeError if one
+    is not a str.
     """
 
     _name = "broker"
@@ -75,6 +78,9 @@ class Broker(Runner):
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
+        elif not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
+            raise TypeError("endpoints must be a str or a sequence of str, not "
+                            f"{type(endpoints).__name__}")
         self.core = mdp_core.Broker(
             config=config if config is not None else mdp_core.BrokerConfig()
         )
@@ -83,6 +89,8 @@ class Broker(Runner):
         self.on_event = on_event
         self.clock = clock
         self.tracker = ConnectionTracker()
+        #: Rate-limits this broker's repeated warnings (see LogLimiter).
+        self.log_limiter = LogLimiter(clock=clock)
         self._lost: dict[bytes, None] = {}  # peers lost, in order, not yet told to the core
         self._lost_turns = 0
         self._router, self._monitor, self.endpoints = make_router(
@@ -110,12 +118,15 @@ class Broker(Runner):
         # without its per-call argument handling and the dict built from its
         # result. With one request in flight the loop turns once per message.
         items: list[tuple[Any, int]] = [(router, _POLLIN), (monitor, _POLLIN), (waker, _POLLIN)]
-        poll, next_deadline = zmq.zmq_poll, core.next_deadline
+        poll, next_deadline, limiter = zmq.zmq_poll, core.next_deadline, self.log_limiter
         while not self._closing:
             # One next_deadline() per turn: a deadline that the messages read
             # below bring forward is met on the next turn (its poll won't wait).
-            deadline = next_deadline()
-            wait = timeout_ms(deadline, clock())
+            deadline = wake_at = next_deadline()
+            due = limiter.next_due  # a summary of suppressed warnings to write
+            if due is not None and (wake_at is None or due < wake_at):
+                wake_at = due
+            wait = timeout_ms(wake_at, clock())
             timeout = -1 if wait is None else wait
             router_ready = monitor_ready = woken = False
             for item, _ in poll(items, timeout):
@@ -149,26 +160,42 @@ class Broker(Runner):
             if item is None:
                 return True
             peer, frames, fd = item
-            if fd >= 0 and not tracker.knows(peer, fd):
-                # A routing id new to the tracker: read the monitor first, so
-                # an fd reused by this new peer is not confused with the old.
-                self._drain_monitor()
-                before = tracker.connection_of(peer)
-                if tracker.bind(peer, fd):
-                    # Still queued from a closed connection: feed it, then the loss.
-                    self._lost.setdefault(peer)
-                elif before is not None or peer in self._lost:
-                    # The same routing id (chosen by the peer) on a new
-                    # connection: the old one is over, before this message.
-                    self._lost.pop(peer, None)
-                    core.connection_lost(peer, now)
-            core.receive(peer, frames, now)
+            if fd < 0 or tracker.knows(peer, fd) or self._admit(peer, fd, now):
+                core.receive(peer, frames, now)
             # Ask ZMQ_EVENTS whether another message waits rather than let
             # the next recv fail: a raised zmq.Again costs a few us more,
             # paid once per message when requests come one at a time.
             if not int(events(_EVENTS)) & _POLLIN:
                 return True
         return False
+
+    def _admit(self, peer: bytes, fd: int, now: float) -> bool:
+        """Bind a routing id new to the tracker on ``fd``; False: drop the message."""
+        tracker = self.tracker
+        # Read the monitor first, so an fd reused by this new peer is not
+        # confused with the old one.
+        self._drain_monitor()
+        rival = tracker.rival(peer, fd)
+        if rival is not None and not self.transport.router_handover:
+            # libzmq ignores such a connection without handover; should one
+            # get through anyway, it must not end or take over the session.
+            if self.log_limiter.allow(log, logging.WARNING, "routing id claimed twice"):
+                log.warning("routing id %s came on a new connection (fd %d) while its "
+                            "connection on fd %d is open; message dropped",
+                            shorten(peer), fd, rival[0])
+            return False
+        if tracker.bind(peer, fd):
+            # Still queued from a closed connection: feed it, then the loss.
+            self._lost.setdefault(peer)
+        elif rival is not None or peer in self._lost:
+            # The same routing id on a new connection (handed over, or after
+            # the old one closed): the old session is over, before this message.
+            if rival is not None:
+                log.info("routing id %s handed over from fd %d to fd %d; its session ends",
+                         shorten(peer), rival[0], fd)
+            self._lost.pop(peer, None)
+            self.core.connection_lost(peer, now)
+        return True
 
     def _drain_monitor(self) -> None:
         """Feed the tracker every monitor event; collect the peers lost."""
@@ -207,7 +234,8 @@ class Broker(Runner):
                     send_frames(router, [peer, *frames])
                 except zmq.Again:
                     self.dropped += 1
-                    log.warning("send queue to %s full; message dropped", peer.hex())
+                    if self.log_limiter.allow(log, logging.WARNING, "send queue full"):
+                        log.warning("send queue to %s full; message dropped", shorten(peer))
                 except zmq.ZMQError as exc:
                     if exc.errno != zmq.EHOSTUNREACH:
                         raise
@@ -216,13 +244,15 @@ class Broker(Runner):
                     core.connection_lost(peer, now)
 
     def _report(self) -> None:
+        limiter = self.log_limiter
         for event in self.core.events():
-            log_event(log, event)
+            log_event(log, event, limiter)
             if self.on_event is not None:
                 try:
                     self.on_event(event)
                 except Exception:  # a bad callback must not take the broker down
                     log.exception("on_event callback failed for %s", type(event).__name__)
+        limiter.flush()
 
     # --------------------------------------------------------------- shutdown
 
@@ -242,4 +272,5 @@ class Broker(Runner):
             close_monitor(self._router, self._monitor)
             self._router.close()  # LINGER from TransportConfig bounds this
             self._waker.close()
+            self.log_limiter.flush(final=True)
             log.info("broker stopped")

@@ -27,7 +27,16 @@ from mdp_core import (
     ResetConnection,
 )
 
-from .glue import TransportConfig, close_monitor, drain_monitor, make_dealer, timeout_ms
+from ._args import BytesLike, check_dialect, frame_list, name_bytes
+from .glue import (
+    TransportConfig,
+    close_monitor,
+    drain_monitor,
+    make_dealer,
+    normalize_endpoint,
+    shorten,
+    timeout_ms,
+)
 
 __all__ = ["Client", "MdpZmqError", "RequestTimeout"]
 
@@ -57,7 +66,9 @@ class Client:
     One request at a time (MDP's rule per socket); use one Client per
     thread. ``config`` gives the default ``timeout`` (seconds per attempt)
     and ``retries`` (resends after the first attempt). Use it as a context
-    manager or call :meth:`close`.
+    manager or call :meth:`close`. Raises TypeError if ``endpoint`` is not
+    a str or ``version`` not a :class:`mdp_core.Dialect`, ValueError for
+    an empty endpoint.
     """
 
     def __init__(
@@ -70,9 +81,10 @@ class Client:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
         self.endpoint = endpoint
         self.config = config
-        self.version = version
+        self.version = check_dialect(version)
         self.core = mdp_core.Client(config, version)
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
@@ -86,8 +98,8 @@ class Client:
 
     def request(
         self,
-        service: str | bytes,
-        *frames: bytes,
+        service: str | BytesLike,
+        *frames: BytesLike,
         timeout: float | None = None,
         retries: int | None = None,
     ) -> list[bytes]:
@@ -97,17 +109,19 @@ class Client:
         ``timeout``/``retries`` override the config for this call. Raises
         :class:`RequestTimeout` if no reply came after all attempts,
         :class:`mdp_core.EmptyBody` if no frame is given, ValueError for an
-        empty service name.
+        empty service name, TypeError if ``service`` is not str or bytes or
+        a frame is not bytes-like (the message names its index).
         """
-        for reply in self._exchange(_b(service), frames, timeout, retries):
+        body = frame_list(frames)
+        for reply in self._exchange(name_bytes(service, "service"), body, timeout, retries):
             if isinstance(reply, FinalReply):
                 return list(reply.body)
         raise AssertionError("unreachable: an exchange ends with a FINAL or raises")
 
     def stream(
         self,
-        service: str | bytes,
-        *frames: bytes,
+        service: str | BytesLike,
+        *frames: BytesLike,
         timeout: float | None = None,
         retries: int | None = None,
     ) -> Iterator[list[bytes]]:
@@ -116,20 +130,22 @@ class Client:
         ``timeout`` applies to each gap between replies. After a resend a
         stream may start again from its first PARTIAL (see the core).
         Leaving the loop early cancels the request (the socket is
-        replaced). Raises like :meth:`request`.
+        replaced). Raises like :meth:`request`; a wrong argument type at
+        the call, the rest while iterating.
         """
-        for reply in self._exchange(_b(service), frames, timeout, retries):
-            yield list(reply.body)
+        name, body = name_bytes(service, "service"), frame_list(frames)
+        return (list(reply.body) for reply in self._exchange(name, body, timeout, retries))
 
-    def service_exists(self, name: str | bytes) -> bool:
+    def service_exists(self, name: str | BytesLike) -> bool:
         """Ask the broker (MMI ``mmi.service``) whether ``name`` has workers.
 
         Uses the config's timeout and retries. Raises :class:`RequestTimeout`
-        without an answer, ValueError if the broker does not implement MMI.
+        without an answer, ValueError if the broker does not implement MMI,
+        TypeError if ``name`` is not str or bytes.
         """
         if self._closed:
             raise RuntimeError("client is closed")
-        rid = self.core.service_exists(_b(name), self.clock())
+        rid = self.core.service_exists(name_bytes(name, "name"), self.clock())
         for reply in self._run(rid, b"mmi.service"):
             if isinstance(reply, FinalReply):
                 return mdp_core.mmi_service_found(reply)
@@ -156,13 +172,13 @@ class Client:
     def _exchange(
         self,
         service: bytes,
-        frames: tuple[bytes, ...],
+        body: list[bytes],
         timeout: float | None,
         retries: int | None,
     ) -> Iterator[PartialReply | FinalReply]:
         if self._closed:
             raise RuntimeError("client is closed")
-        rid = self.core.request(service, list(frames), self.clock(), timeout, retries)
+        rid = self.core.request(service, body, self.clock(), timeout, retries)
         yield from self._run(rid, service)
 
     def _run(self, rid: int, service: bytes) -> Iterator[PartialReply | FinalReply]:
@@ -209,7 +225,7 @@ class Client:
                         done = True
                         raise RequestTimeout(service, event.reason)
                     elif isinstance(event, ProtocolError):
-                        log.debug("dropped: %s", event.reason)
+                        log.debug("dropped: %s", shorten(event.reason))
                 self._flush()
         finally:
             if not done:
@@ -241,6 +257,3 @@ class Client:
             self._sock.close(0)
         self._sock = self._mon = None
 
-
-def _b(value: str | bytes) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)

@@ -40,7 +40,9 @@ class Runner:
         """Serve until :meth:`close` or, run from the main thread with
         ``handle_signals``, SIGINT/SIGTERM; then shut down cleanly.
 
-        Signal handlers are restored on return. Raises RuntimeError if this
+        Signal handlers and the signal wakeup fd (``signal.set_wakeup_fd``,
+        which this sets to its own wake-up socket while serving) are
+        restored on return. Raises RuntimeError if this
         object is closed or already running.
         """
         self._begin()
@@ -112,19 +114,24 @@ class Runner:
             return True
 
     def _serve(self, handle_signals: bool) -> None:
-        restore = self._install_signals() if handle_signals else {}
+        restore = self._install_signals() if handle_signals else None
         try:
             if not self._closing:
                 self._prepare()
             self._loop()
         finally:
-            for sig, old in restore.items():
-                signal.signal(sig, old)
+            if restore is not None:
+                old_fd, handlers = restore
+                # Before _shutdown closes the waker: no signal may write to a
+                # closed (or reused) fd.
+                signal.set_wakeup_fd(old_fd)
+                for sig, old in handlers.items():
+                    signal.signal(sig, old)
             self._shutdown()
 
-    def _install_signals(self) -> _Handlers:
+    def _install_signals(self) -> tuple[int, _Handlers] | None:
         if threading.current_thread() is not threading.main_thread():
-            return {}
+            return None
         old: _Handlers = {}
 
         def handler(signum: int, frame: FrameType | None) -> None:
@@ -138,4 +145,8 @@ class Runner:
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.getsignal(sig)
             signal.signal(sig, handler)
-        return old
+        # Python runs ``handler`` between bytecodes; a signal that lands after
+        # the last one and before the C-level poll starts would wait for the
+        # poll to return, i.e. forever. The C-level handler writes to the
+        # wakeup fd at once, so the poll returns and ``handler`` runs.
+        return signal.set_wakeup_fd(self._waker.write_fd(), warn_on_full_buffer=False), old

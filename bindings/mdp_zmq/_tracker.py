@@ -89,6 +89,22 @@ class ConnectionTracker:
         conn = self._peer_conn.get(peer)
         return conn is not None and conn[0] == fd
 
+    def rival(self, peer: bytes, fd: int) -> tuple[int, int] | None:
+        """The open connection ``peer`` is bound to, if it is not the one on ``fd``.
+
+        A message from ``peer`` on ``fd`` then claims a routing id that a
+        live connection holds: a takeover (``ROUTER_HANDOVER``) or an
+        attack. None if ``peer`` is unbound or bound to ``fd``, or if
+        ``fd``'s connection has closed (a message still queued from it;
+        see :meth:`bind`). Call after a drain, as for :meth:`bind`.
+        """
+        conn = self._peer_conn.get(peer)
+        if conn is None or conn[0] == fd:
+            return None
+        if fd in self._generation and fd not in self._open:
+            return None
+        return conn
+
     def bind(self, peer: bytes, fd: int) -> list[bytes]:
         """Tie ``peer`` to the connection now open on ``fd`` (after a drain).
 
@@ -100,7 +116,8 @@ class ConnectionTracker:
         An fd never seen is adopted as a connection opened before
         monitoring began. A peer bound elsewhere (an explicit routing id
         handed over to a new connection) moves; the driver checks
-        :meth:`connection_of` first, as the old connection's session is over.
+        :meth:`rival` first, and refuses the message or ends the old
+        connection's session.
         """
         if fd not in self._open:
             if fd in self._generation:

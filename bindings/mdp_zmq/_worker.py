@@ -21,13 +21,16 @@ import zmq
 import mdp_core
 from mdp_core import BrokerLost, Dialect, RequestReceived
 
+from ._args import BytesLike, check_dialect, name_bytes, reply_body
 from ._runner import Runner
 from .glue import (
+    LogLimiter,
     TransportConfig,
     close_monitor,
     drain_monitor,
     log_event,
     make_dealer,
+    normalize_endpoint,
     timeout_ms,
 )
 
@@ -53,8 +56,10 @@ class Worker(Runner):
     replies at once and whose ``return`` value is the FINAL reply (``b""``
     if it returns nothing).
 
-    If the handler raises, the exception is logged and the request is
-    abandoned (``Worker.abandon`` in the core): this worker sends
+    If the handler raises, or returns something that cannot be sent (not
+    bytes-like or a non-empty list/tuple of bytes-like frames, e.g. ``[]``,
+    ``["a"]`` or None; a PARTIAL likewise), the error is logged once and the
+    request is abandoned (``Worker.abandon`` in the core): this worker sends
     DISCONNECT and registers again, and the broker re-dispatches the
     request to another worker or, out of attempts, expires it. The client
     never sees the exception; it gets a reply from another attempt or its
@@ -65,6 +70,11 @@ class Worker(Runner):
     (main thread) SIGINT/SIGTERM; a request in progress is finished and
     answered first (a second signal interrupts it). On return the worker has
     sent DISCONNECT and closed its socket.
+
+    Raises TypeError at construction if ``endpoint`` is not a str,
+    ``service`` not str or bytes, ``handler`` not callable or ``version``
+    not a :class:`mdp_core.Dialect`; ValueError for an empty endpoint or
+    service name.
     """
 
     _name = "worker"
@@ -73,7 +83,7 @@ class Worker(Runner):
     def __init__(
         self,
         endpoint: str,
-        service: str | bytes,
+        service: str | BytesLike,
         handler: Handler,
         config: mdp_core.WorkerConfig | None = None,
         version: Dialect = Dialect.MDP02,
@@ -82,13 +92,18 @@ class Worker(Runner):
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
         self.endpoint = endpoint
-        self.service = service.encode() if isinstance(service, str) else bytes(service)
+        self.service = name_bytes(service, "service")
         self.handler = handler
-        self.core = mdp_core.Worker(self.service, config, version)
+        self.core = mdp_core.Worker(self.service, config, check_dialect(version))
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         self.clock = clock
+        #: Rate-limits this worker's repeated warnings (see LogLimiter).
+        self.log_limiter = LogLimiter(clock=clock)
         self._sock: zmq.Socket[bytes] | None = None
         self._mon: zmq.Socket[bytes] | None = None
         self._reconnect_at: float | None = None
@@ -155,7 +170,7 @@ class Worker(Runner):
         """Send what the core queued, then act on its events (in order)."""
         self._flush()
         for event in self.core.events():
-            log_event(log, event)
+            log_event(log, event, self.log_limiter)
             if isinstance(event, RequestReceived):
                 self._handle(event)
             elif isinstance(event, BrokerLost):
@@ -164,38 +179,35 @@ class Worker(Runner):
                 self._reconnect_at = self.clock() + event.reconnect_delay
                 log.info("reconnecting in %.2f s", event.reconnect_delay)
         self._flush()
+        self.log_limiter.flush()
 
     def _handle(self, request: RequestReceived) -> None:
         core = self.core
         try:
             result = self.handler(list(request.body))
-            if isinstance(result, (bytes, bytearray, memoryview, list, tuple)):
-                final: bytes | Sequence[bytes] = result
-            elif isinstance(result, Iterator):
-                final = yield_partials(result, lambda body: self._partial(request, body))
-            else:
-                raise TypeError(f"handler returned {type(result).__name__}, not bytes/frames")
-        except Exception:
-            log.exception("handler for %s failed; request abandoned", self.service.decode(
-                errors="replace"))
-            try:
-                core.abandon(request, self.clock())
-            except mdp_core.LocalProtocolError as exc:
-                log.debug("cannot abandon: %s", exc)
-            return
-        if self._mon is not None:
-            # The broker may have gone while the handler ran: learn it now, so
-            # the reply is not queued for whatever broker the socket reaches next.
-            self._watch_monitor(self.clock())
-        try:
+            if isinstance(result, Iterator):
+                result = yield_partials(result, lambda body: self._partial(request, body))
+            final = reply_body(result)
+            if self._mon is not None:
+                # The broker may have gone while the handler ran: learn it now, so
+                # the reply is not queued for whatever broker the socket reaches next.
+                self._watch_monitor(self.clock())
             core.reply(request, final, self.clock())
-        except mdp_core.LocalProtocolError as exc:
-            log.warning("reply dropped: %s", exc)
+        except Exception as exc:
+            if core.current is not request:
+                # The conversation ended while the handler ran: nothing to abandon.
+                log.warning("reply dropped: %s", exc)
+                return
+            # A raising handler and an unsendable result alike (TypeError,
+            # EmptyBody, PartialNotSupported): the request goes back to the broker.
+            log.exception("handler for %s failed; request abandoned",
+                          self.service.decode(errors="replace"))
+            core.abandon(request, self.clock())
             return
         self.handled += 1
 
-    def _partial(self, request: RequestReceived, body: bytes | Sequence[bytes]) -> None:
-        self.core.partial(request, body, self.clock())
+    def _partial(self, request: RequestReceived, body: object) -> None:
+        self.core.partial(request, reply_body(body), self.clock())
         self._flush()
 
     def _flush(self) -> None:
@@ -206,7 +218,8 @@ class Worker(Runner):
             try:
                 self._sock.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
-                log.warning("send queue to broker full; message dropped")
+                if self.log_limiter.allow(log, logging.WARNING, "send queue full"):
+                    log.warning("send queue to broker full; message dropped")
 
     # --------------------------------------------------------------- sockets
 
@@ -248,6 +261,7 @@ class Worker(Runner):
         finally:
             self._close_socket(linger=self.transport.linger)
             self._waker.close()
+            self.log_limiter.flush(final=True)
             log.info("worker for %s stopped", self.service.decode(errors="replace"))
 
 

@@ -2,8 +2,10 @@
 
 Socket options, monitor sockets and their events, the ROUTER receive that
 also reads the connection's fd, the fd/generation
-:class:`ConnectionTracker`, endpoint parsing, the log line of a core event,
-and a thread-safe wake-up for blocking loops. Nothing here knows MDP: it
+:class:`ConnectionTracker`, endpoint parsing, the log line of a core event
+(peer bytes truncated, repeated warnings rate-limited by a
+:class:`LogLimiter`), and a thread- and signal-safe wake-up for blocking
+loops. Nothing here knows MDP: it
 moves bytes and events. Other drivers import this module, never a private
 one of ``mdp_zmq``.
 """
@@ -22,12 +24,15 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from ._logging import describe, log_event
+from ._logging import LogLimiter, describe, log_event, shorten
 from ._tracker import ConnectionTracker
 
 __all__ = [
     "DEALER_MONITOR_EVENTS",
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "ConnectionTracker",
+    "LogLimiter",
+    "ROUTER_HWM",
     "ROUTER_MONITOR_EVENTS",
     "MonitorEvent",
     "TransportConfig",
@@ -43,6 +48,7 @@ __all__ = [
     "open_monitor",
     "recv_routed",
     "send_frames",
+    "shorten",
     "timeout_ms",
 ]
 
@@ -59,6 +65,13 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 
+#: ``TransportConfig.max_message_bytes`` by default: 64 MiB per frame.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: The broker ROUTER's per-peer high-water marks (messages) unless
+#: ``TransportConfig.sndhwm``/``rcvhwm`` say otherwise; see TransportConfig.
+ROUTER_HWM = 100
+
+
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
     """ZeroMQ-level settings of a driver's socket (all times in seconds).
@@ -73,8 +86,38 @@ class TransportConfig:
 
     ``linger`` bounds how long closing a socket may wait for unsent
     messages. ``reconnect_ivl``/``reconnect_ivl_max`` are libzmq's own
-    reconnect backoff for connecting sockets. ``sndhwm``/``rcvhwm`` are
-    the per-peer high-water marks (``None``: libzmq's default).
+    reconnect backoff for connecting sockets.
+
+    ``max_message_bytes`` (``ZMQ_MAXMSGSIZE``) is the largest *frame* a
+    socket accepts (``None``: no limit). libzmq reads the size from the
+    frame's header and drops the connection before allocating anything:
+    the peer sees a disconnect (and reconnects, its message lost); the
+    application never sees the frame. A message of n frames can still be n
+    times this size.
+
+    ``sndhwm``/``rcvhwm`` are the per-peer high-water marks in messages
+    (0: unlimited). ``None`` means the socket's default: :data:`ROUTER_HWM`
+    on the broker's ROUTER, libzmq's 1000 on a worker's or client's DEALER.
+    They bound what one peer can pin in the broker: a client that stops
+    reading holds at most ``sndhwm`` replies (plus the kernel's socket
+    buffers) of up to ``max_message_bytes`` per frame; past it, sends to
+    it fail at once rather than queue. A peer that sends faster than the
+    broker reads is slowed by TCP instead (``rcvhwm``), never dropped.
+    Raise ``sndhwm`` for clients that pipeline many replies and read them
+    late; lower ``max_message_bytes`` to tighten the bound.
+
+    ``router_handover`` (``ZMQ_ROUTER_HANDOVER``, broker only) lets a new
+    connection take over a routing id that a live connection already has.
+    Off by default, because libzmq's automatic routing ids are predictable:
+    with handover on, any peer that sets ``ZMQ_ROUTING_ID`` to a waiting
+    client's id receives that client's reply, and one that claims a
+    worker's id ends the worker's session. Off, libzmq ignores a second
+    connection that claims a live routing id: nothing sent on it is ever
+    read, even after the first one closes; the peer is heard again once it
+    connects anew. Turn it on only where every peer is trusted and peers
+    choose their own routing ids and reconnect over half-open connections;
+    the broker then ends the old connection's session when the new one
+    speaks.
     """
 
     heartbeat_ivl: float | None = 1.0
@@ -85,6 +128,8 @@ class TransportConfig:
     reconnect_ivl_max: float = 2.0
     sndhwm: int | None = None
     rcvhwm: int | None = None
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES
+    router_handover: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +149,12 @@ def _ms(seconds: float | None) -> int:
     return 0 if not seconds else max(1, round(seconds * 1000))
 
 
-def configure_socket(sock: zmq.Socket[bytes], transport: TransportConfig) -> None:
-    """Apply ``transport`` (heartbeats, linger, reconnect, HWMs) to ``sock``."""
+def configure_socket(
+    sock: zmq.Socket[bytes], transport: TransportConfig, *, default_hwm: int | None = None
+) -> None:
+    """Apply ``transport`` (heartbeats, linger, reconnect, HWMs, the largest
+    frame) to ``sock``; ``default_hwm`` replaces a ``None`` HWM (``None``:
+    leave libzmq's)."""
     sock.setsockopt(zmq.LINGER, _ms(transport.linger) if transport.linger > 0 else 0)
     sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(transport.heartbeat_ivl))
     if transport.heartbeat_ivl:
@@ -116,10 +165,14 @@ def configure_socket(sock: zmq.Socket[bytes], transport: TransportConfig) -> Non
             sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, ttl))
     sock.setsockopt(zmq.RECONNECT_IVL, _ms(transport.reconnect_ivl))
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, _ms(transport.reconnect_ivl_max))
-    if transport.sndhwm is not None:
-        sock.setsockopt(zmq.SNDHWM, transport.sndhwm)
-    if transport.rcvhwm is not None:
-        sock.setsockopt(zmq.RCVHWM, transport.rcvhwm)
+    sndhwm = transport.sndhwm if transport.sndhwm is not None else default_hwm
+    if sndhwm is not None:
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
+    rcvhwm = transport.rcvhwm if transport.rcvhwm is not None else default_hwm
+    if rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    limit = transport.max_message_bytes
+    sock.setsockopt(zmq.MAXMSGSIZE, -1 if limit is None else limit)
 
 
 def normalize_endpoint(endpoint: str, *, bind: bool = False) -> str:
@@ -129,7 +182,10 @@ def normalize_endpoint(endpoint: str, *, bind: bool = False) -> str:
     implied), ``"host:port"`` becomes ``tcp://host:port``, a path containing
     ``/`` becomes ``ipc://path``; ``scheme://...`` is kept. ``bind`` only
     affects the message of the ValueError raised for an empty endpoint.
+    Raises TypeError if ``endpoint`` is not a str.
     """
+    if not isinstance(endpoint, str):
+        raise TypeError(f"endpoint must be a str, not {type(endpoint).__name__}")
     ep = endpoint.strip()
     if not ep:
         raise ValueError(f"empty endpoint to {'bind' if bind else 'connect'}")
@@ -192,19 +248,17 @@ def make_router(
     """Create the broker's ROUTER with its monitor, bound to ``endpoints``.
 
     ``ROUTER_MANDATORY`` is set, so a send to a peer that is gone raises
-    ``EHOSTUNREACH`` instead of vanishing, and ``ROUTER_HANDOVER``, so a
-    peer with an explicit routing id can reconnect. Returns ``(router, monitor,
+    ``EHOSTUNREACH`` instead of vanishing; ``ROUTER_HANDOVER`` only if
+    ``transport.router_handover`` (see :class:`TransportConfig` for the
+    risk); the HWMs default to :data:`ROUTER_HWM`. Returns ``(router, monitor,
     bound)`` where ``bound`` holds the resolved endpoints (``LAST_ENDPOINT``,
     so ``tcp://127.0.0.1:*`` shows its port).
     """
     router: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
     try:
-        configure_socket(router, transport)
+        configure_socket(router, transport, default_hwm=ROUTER_HWM)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # Peers that choose their own routing id (other MDP libraries may)
-        # and reconnect while the old connection is half-open would be
-        # black-holed without handover; with it the new connection wins.
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        router.setsockopt(zmq.ROUTER_HANDOVER, int(transport.router_handover))
         monitor = open_monitor(router, ROUTER_MONITOR_EVENTS)
         bound: list[str] = []
         try:
@@ -306,7 +360,10 @@ class Waker:
     """A thread- and signal-safe way to wake a loop blocked in ``zmq.Poller``.
 
     ``fileno()`` goes into the poller; ``wake()`` may be called from any
-    thread or a signal handler; ``clear()`` empties it.
+    thread or a signal handler; ``clear()`` empties it. ``write_fd()`` is
+    the other end, non-blocking, for ``signal.set_wakeup_fd``: then the
+    C-level signal handler itself wakes the loop, even when the signal
+    lands just before the poll starts.
     """
 
     def __init__(self) -> None:
@@ -317,6 +374,10 @@ class Waker:
     def fileno(self) -> int:
         """The fd to register for POLLIN."""
         return self._r.fileno()
+
+    def write_fd(self) -> int:
+        """The fd whose writes make :meth:`fileno` readable (non-blocking)."""
+        return self._w.fileno()
 
     def wake(self) -> None:
         """Make the fd readable (never blocks, never raises on a full pipe)."""
