@@ -14,6 +14,7 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -112,9 +113,32 @@ def test_call_without_broker_exits_1_after_its_retries(capsys: pytest.CaptureFix
     assert main(["call", "echo", "x", "--connect", endpoint, "--timeout", "0.1",
                  "--retries", "1"]) == 1
     err = capsys.readouterr().err
-    assert err == "mdp call: echo: no reply after 2 attempts\n"
+    assert err == f"mdp call: echo: no reply after 2 attempts: no broker reachable at {endpoint}\n"
     assert main(["services", "--connect", endpoint, "--timeout", "0.1"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_call_says_when_no_worker_is_registered(echo_broker: BrokerThread,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["call", "nobody", "x", "--connect", echo_broker.endpoint, "--timeout", "0.2",
+                 "--retries", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err == "mdp call: nobody: no reply after 1 attempt: no worker registered for 'nobody'\n"
+
+
+def test_call_too_short_timeout_gets_a_hint(broker: BrokerThread, workers: ThreadWorkers,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    release = threading.Event()
+    workers.start(broker.endpoint, "slow", lambda frames: [b"late"] if release.wait(10) else [])
+    assert broker.wait_count(WorkerReady, 1)
+    try:
+        assert main(["call", "slow", "x", "--connect", broker.endpoint, "--timeout", "0.2",
+                     "--retries", "0"]) == 1
+    finally:
+        release.set()
+    err = capsys.readouterr().err
+    assert err == ("mdp call: slow: no reply after 1 attempt (a job that takes longer than "
+                   "--timeout 0.2 s needs a larger one)\n")
 
 
 def test_worker_needs_echo_or_exec() -> None:

@@ -20,6 +20,7 @@ import zmq
 import mdp_core
 from mdp_core import (
     Dialect,
+    FailureCause,
     FinalReply,
     PartialReply,
     ProtocolError,
@@ -51,13 +52,27 @@ class RequestTimeout(MdpZmqError):
     """A request got no (final) reply after all its attempts.
 
     ``service`` is the service asked, ``reason`` the core's reason, e.g.
-    ``"no reply after 4 attempts"`` or ``"connection lost after 2 attempts"``.
+    ``"no reply after 4 attempts"`` or ``"no reply after 1 attempt: no
+    worker registered for 'x'"``, and ``cause`` the core's
+    :class:`mdp_core.FailureCause` (``UNREACHABLE``: no connection to the
+    broker ever completed; ``NO_WORKER``: the broker has no worker for
+    the service; ``NO_REPLY``: anything else, e.g. a job longer than the
+    timeout). For ``UNREACHABLE`` the message names ``endpoint``.
     """
 
-    def __init__(self, service: bytes, reason: str) -> None:
-        super().__init__(f"{service.decode(errors='replace')}: {reason}")
+    def __init__(
+        self,
+        service: bytes,
+        reason: str,
+        cause: FailureCause = FailureCause.NO_REPLY,
+        endpoint: str | None = None,
+    ) -> None:
+        where = f" at {endpoint}" if cause is FailureCause.UNREACHABLE and endpoint else ""
+        super().__init__(f"{shorten(service)}: {reason}{where}")
         self.service = service
         self.reason = reason
+        self.cause = cause
+        self.endpoint = endpoint
 
 
 class Client:
@@ -189,8 +204,29 @@ class Client:
         try:
             if self._sock is None:
                 self._open()
-            self._flush()
             while True:
+                # Act on the events, send what the core queued, and again
+                # while a failed send makes the core reset and resend.
+                settled = False
+                while not settled:
+                    for event in core.events():
+                        if isinstance(event, ResetConnection):
+                            log.debug("no reply in time; new socket")
+                            self._close_socket()
+                            self._open()
+                        elif isinstance(event, PartialReply) and event.request_id == rid:
+                            yield event
+                        elif isinstance(event, FinalReply) and event.request_id == rid:
+                            done = True
+                            yield event
+                            return
+                        elif isinstance(event, RequestFailed) and event.request_id == rid:
+                            done = True
+                            raise RequestTimeout(service, event.reason, event.cause,
+                                                 self.endpoint)
+                        elif isinstance(event, ProtocolError):
+                            log.debug("dropped: %s", shorten(event.reason))
+                    settled = self._flush()
                 assert self._sock is not None and self._mon is not None
                 ready = dict(self._poller.poll(timeout_ms(core.next_deadline(), self.clock())))
                 now = self.clock()
@@ -204,44 +240,35 @@ class Client:
                         core.receive(msg, now)
                 if self._mon in ready:
                     for ev in drain_monitor(self._mon):
-                        if ev.event == zmq.EVENT_DISCONNECTED:
+                        if ev.event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                            core.connected(now)
+                        elif ev.event == zmq.EVENT_DISCONNECTED:
                             log.info("connection to %s dropped", self.endpoint)
                             core.connection_lost(now)
                 deadline = core.next_deadline()
                 if deadline is not None and now >= deadline:
                     core.tick(now)
-                for event in core.events():
-                    if isinstance(event, ResetConnection):
-                        log.debug("no reply in time; new socket")
-                        self._close_socket()
-                        self._open()
-                    elif isinstance(event, PartialReply) and event.request_id == rid:
-                        yield event
-                    elif isinstance(event, FinalReply) and event.request_id == rid:
-                        done = True
-                        yield event
-                        return
-                    elif isinstance(event, RequestFailed) and event.request_id == rid:
-                        done = True
-                        raise RequestTimeout(service, event.reason)
-                    elif isinstance(event, ProtocolError):
-                        log.debug("dropped: %s", shorten(event.reason))
-                self._flush()
         finally:
             if not done:
                 # Abandoned mid-request (generator closed, KeyboardInterrupt):
-                # the core has no cancel, so start over with a fresh core and
-                # socket, and a late reply cannot be taken for the next one.
-                self.core = mdp_core.Client(self.config, self.version)
+                # drop it, and the socket, so that a late reply cannot be
+                # taken for the next request's.
+                core.cancel(self.clock())
+                core.events()
                 self._close_socket()
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Send what the core queued; False if a send failed (the core was told)."""
         assert self._sock is not None
-        for frames in self.core.outgoing():
+        core, sock, ok = self.core, self._sock, True
+        for frames in core.outgoing():
             try:
-                self._sock.send_multipart(frames, zmq.NOBLOCK)
+                sock.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
-                log.warning("send queue to broker full; request dropped (will retry)")
+                log.warning("send queue to broker full; the attempt counts as failed")
+                core.send_failed(frames, self.clock())
+                ok = False
+        return ok
 
     def _open(self) -> None:
         self._sock, self._mon = make_dealer(self.context, self.endpoint, self.transport)

@@ -31,10 +31,10 @@ from typing import Any, BinaryIO, NoReturn
 import zmq
 
 import mdp_core
-from mdp_core import Dialect
+from mdp_core import Dialect, FailureCause
 
 from ._broker import Broker
-from ._client import Client, MdpZmqError
+from ._client import Client, MdpZmqError, RequestTimeout
 from ._worker import Handler, Worker
 from .glue import TransportConfig, normalize_endpoint
 
@@ -496,6 +496,14 @@ def log_level(args: argparse.Namespace) -> int:
     return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
 
 
+def _timeout_hint(args: argparse.Namespace, exc: RequestTimeout) -> str:
+    """For a request that got no reply for no known reason: the flag to try."""
+    timeout = getattr(args, "timeout", None)
+    if exc.cause is not FailureCause.NO_REPLY or timeout is None:
+        return ""
+    return f" (a job that takes longer than --timeout {timeout:g} s needs a larger one)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mdp`` console script; returns the exit status.
 
@@ -510,6 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except CliError as exc:
         message, status = str(exc), exc.status
+    except RequestTimeout as exc:
+        message, status = str(exc) + _timeout_hint(args, exc), 1
     except (zmq.ZMQError, MdpZmqError, OSError) as exc:
         message, status = str(exc), 1
     else:
