@@ -169,6 +169,7 @@ EXPECTED_EXPORTS = [
     "RequestRefused",
     "RequestRequeued",
     "RequestState",
+    "RequestUndelivered",
     "ResetConnection",
     "StaleRequest",
     "Worker",
