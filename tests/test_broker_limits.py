@@ -261,9 +261,9 @@ def test_lost_partial_after_its_final_was_queued_replaces_the_delivered_event() 
     h.raw()
     h.reply(b"w1", b"c1", (b"p1",), final=False)
     h.reply(b"w1", b"c1", (b"last",))
-    out = h.raw()
-    partial, final = out
-    h.b.send_failed(*partial, h.now)  # the FINAL itself went through
+    (c1, partial), (c1_again, _final) = h.raw()
+    assert c1 == c1_again == b"c1"
+    h.b.send_failed(c1, partial, h.now)  # the FINAL itself went through
     events = h.events()
     assert kinds(events) == [RequestUndelivered]
 
@@ -587,7 +587,8 @@ def test_mmi_lists_of_1000_workers_with_255_byte_names_are_cut_and_marked() -> N
     for service, full in ((b"mmi.services", names),
                           (b"mmi.workers", [n + b" idle" for n in names])):
         h.request(b"c1", service, (b"x",))
-        (peer, reply), = h.out()
+        ((peer, reply),) = h.out()
+        assert peer == b"c1"
         assert isinstance(reply, ClientReply)
         body = reply.body
         assert body[-1] == b""
