@@ -54,6 +54,7 @@ from ._broker_edges import (
     answer_mmi,
     close_all,
     gather,
+    keep_unsent,
     no_new_service,
     oversized,
     refuse,
@@ -179,7 +180,7 @@ class Broker:
         # Replies to clients whose send may still be reported failed (a
         # worker's REQUEST is found by its worker: _Worker.sent), and an
         # index by id(frames) of the first _indexed of them, built by the
-        # first report. events() forgets them once _out is empty.
+        # first report. events() keeps only those still in _out.
         self._track: list[_Sent] = []
         self._index: dict[int, _Sent] = {}
         self._indexed = 0
@@ -204,11 +205,14 @@ class Broker:
         """
         events = self._events
         self._events = []
-        if self._track and not self._out:
-            self._track.clear()
-            if self._indexed:
-                self._index.clear()
-                self._indexed = 0
+        if self._track:
+            if self._out:
+                keep_unsent(self)
+            else:
+                self._track.clear()
+                if self._indexed:
+                    self._index.clear()
+                    self._indexed = 0
         return events
 
     # ------------------------------------------------------------- input

@@ -46,8 +46,8 @@ from ._mmi import mmi_reply
 if TYPE_CHECKING:
     from ._broker import Broker
 
-__all__ = ["abandon", "answer_mmi", "close_all", "gather", "no_new_service", "oversized",
-           "refuse", "requeue", "settle_failed_send", "unexpected"]
+__all__ = ["abandon", "answer_mmi", "close_all", "gather", "keep_unsent", "no_new_service",
+           "oversized", "refuse", "requeue", "settle_failed_send", "unexpected"]
 
 
 def settle_failed_send(b: Broker, peer: bytes, frames: Sequence[bytes], now: float) -> None:
@@ -82,6 +82,15 @@ def settle_failed_send(b: Broker, peer: bytes, frames: Sequence[bytes], now: flo
             return
         rec = req.delivered
     _undeliver(b, rec)
+
+
+def keep_unsent(b: Broker) -> None:
+    """Settle the replies handed out, keeping those still in ``_out`` (for
+    a driver that calls ``events()`` before it drained ``outgoing()``)."""
+    unsent = {id(frames) for _, frames in b._out}
+    b._track = [rec for rec in b._track if id(rec[0]) in unsent]
+    b._index.clear()
+    b._indexed = 0
 
 
 def _undeliver(b: Broker, rec: _Final) -> None:
@@ -120,11 +129,11 @@ def oversized(b: Broker, peer: bytes, frames: Sequence[bytes], now: float) -> No
 def refuse(b: Broker, peer: bytes, svc: _Service, size: int) -> None:
     """Refuse a request of ``size`` bytes: its queue or the byte budget is full."""
     cfg = b.config
-    if svc.queued >= cfg.max_queue:
-        reason = f"service queue is full (max_queue={cfg.max_queue})"
-    else:
+    if b._held + size > cfg.max_queued_bytes:
         reason = (f"max_queued_bytes={cfg.max_queued_bytes} reached: the broker holds "
                   f"{b._held} bytes of requests, this one counts {size}")
+    else:
+        reason = f"service queue is full (max_queue={cfg.max_queue})"
     b._events.append(RequestRefused(peer, svc.name, reason))
     b._maybe_drop(svc)
 

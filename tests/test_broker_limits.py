@@ -323,6 +323,25 @@ def test_events_drained_before_the_reply_was_handed_out_keep_their_outcome() -> 
     assert h.events() == []
 
 
+def test_events_before_outgoing_was_drained_settle_only_what_was_handed_out() -> None:
+    h = Harness()
+    h.ready(b"w1")
+    h.ready(b"w2")
+    h.drain()
+    h.request(b"c1")
+    h.request(b"c2")
+    h.raw()
+    h.reply(b"w1", b"c1", (b"p",), final=False)
+    first = h.raw()
+    h.reply(b"w2", b"c2", (b"p",), final=False)
+    assert h.events() == []  # c2's PARTIAL is still queued: it is not settled
+    second = h.raw()
+    h.fail(first + second, b"c1", b"c2")
+    events = h.events()
+    assert kinds(events) == [RequestUndelivered]
+    assert isinstance(events[0], RequestUndelivered) and events[0].client == b"c2"
+
+
 def test_several_drains_before_events_are_all_settled_by_it() -> None:
     h = Harness()
     h.ready(b"w1")
@@ -430,6 +449,18 @@ def test_bytes_are_released_whatever_ends_the_request(end: str) -> None:
     h.drain()
     h.request(b"c2", body=body)
     assert h.events() == []
+
+
+def test_byte_budget_applies_with_an_idle_worker_and_max_queue_zero() -> None:
+    h = Harness(max_queued_bytes=1000, max_queue=0)
+    h.ready(b"w1")
+    h.drain()
+    h.request(b"c1", body=(bytes(1000),))
+    assert h.raw() == []
+    events = h.events()
+    assert len(events) == 1 and isinstance(events[0], RequestRefused)
+    assert events[0].reason == ("max_queued_bytes=1000 reached: the broker holds 0 bytes of "
+                                "requests, this one counts 1576")
 
 
 def test_each_frame_counts_64_bytes_and_each_request_512() -> None:
