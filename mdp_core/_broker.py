@@ -30,9 +30,16 @@ the entry pops the real time is recomputed and re-pushed if it moved
 (lazy invalidation). All requests share one ``request_timeout`` counted
 from arrival, so a plain deque in arrival order is already sorted by
 deadline; the rare request that goes back to a queue after its worker was
-lost goes to a small heap instead. Per-message cost is therefore O(1) in
-the number of workers, services and queued requests (O(log n) heap pushes
-only on timer events).
+lost goes to a small heap instead.
+
+Sends can fail (``send_failed``). A REQUEST's frames stay on its worker
+record until the reply, so a failed one is found by its worker; replies to
+clients are appended to a list that ``events()`` empties, and indexed by
+``id(frames)`` only when a failure is reported. The bytes of held requests
+(``max_queued_bytes``) are a running sum, added on arrival and taken off
+when the request ends. Per-message cost is therefore O(1) in the number of
+workers, services and queued requests (O(log n) heap pushes only on timer
+events).
 """
 
 from __future__ import annotations
@@ -42,6 +49,19 @@ import itertools
 from collections import deque
 from collections.abc import Sequence
 
+from ._broker_edges import (
+    abandon,
+    answer_mmi,
+    close_all,
+    gather,
+    keep_unsent,
+    no_new_service,
+    oversized,
+    refuse,
+    requeue,
+    settle_failed_send,
+    unexpected,
+)
 from ._broker_parts import (
     _DELIVER,
     _DISCONNECT,
@@ -49,15 +69,17 @@ from ._broker_parts import (
     _EXPIRE,
     _EXPIRED,
     _FINAL,
+    _FRAME_OVERHEAD,
     _GONE,
     _HEARTBEAT,
     _INF,
     _LOST,
+    _ONE_FRAME,
     _PARTIAL,
     _QUEUED,
     _READY,
     _REQUEST,
-    _REQUEUE,
+    _REQUEST_OVERHEAD,
     _TIMEOUT,
     _W_HEARTBEAT,
     _W_PREFIX,
@@ -67,8 +89,10 @@ from ._broker_parts import (
     _reply_frames,
     _Request,
     _request_rows,
+    _Sent,
     _Service,
     _session_rows,
+    _shown,
     _Worker,
 )
 from ._codec import (
@@ -87,15 +111,13 @@ from ._errors import MalformedMessage
 from ._events import (
     Event,
     ProtocolError,
-    RequestAbandoned,
     RequestDelivered,
     RequestExpired,
     RequestRefused,
-    RequestRequeued,
     WorkerLost,
     WorkerReady,
 )
-from ._mmi import MMI_PREFIX, mmi_reply
+from ._mmi import MMI_PREFIX
 from ._state import WorkerState
 
 __all__ = ["Broker", "BrokerConfig"]
@@ -109,9 +131,11 @@ class Broker:
     :meth:`next_deadline`); send what :meth:`outgoing` returns and act on
     :meth:`events`. Each peer is answered in the dialect it used.
 
-    Every accepted request ends with exactly one of
-    :class:`~mdp_core.RequestDelivered`, :class:`~mdp_core.RequestExpired`,
-    :class:`~mdp_core.RequestRefused` or :class:`~mdp_core.RequestAbandoned`.
+    Every request ends with exactly one of :class:`~mdp_core.RequestDelivered`
+    (the transport accepted its reply), :class:`~mdp_core.RequestUndelivered`
+    (it refused the reply: :meth:`send_failed`),
+    :class:`~mdp_core.RequestExpired`, :class:`~mdp_core.RequestRefused` (on
+    arrival) or :class:`~mdp_core.RequestAbandoned` (its client is gone).
     Requests to ``mmi.*`` are answered at once by the broker itself (see
     :mod:`mdp_core._mmi` for the formats: ``mmi.service`` -> ``200``/``404``,
     ``mmi.services`` -> one frame per service with a live worker, sorted,
@@ -123,6 +147,11 @@ class Broker:
     gathered and sent, followed by the FINAL's body, as one REPLY; beyond
     ``BrokerConfig.max_gathered_bytes`` of gathered PARTIALs the request
     ends with ``RequestExpired`` and the rest of that reply is dropped.
+
+    Memory is bounded by bytes and counts (:class:`BrokerConfig`:
+    ``max_queued_bytes``, ``max_frames``, ``max_service_name``,
+    ``max_services``, ``max_mmi_reply_bytes``), and a peer-supplied value
+    quoted in a ``reason`` is cut to its first 64 bytes.
 
     Nothing any peer sends makes a method raise. After :meth:`close` every
     input is ignored.
@@ -148,6 +177,16 @@ class Broker:
         self._ids = itertools.count(1)
         self._out: list[tuple[bytes, list[bytes]]] = []
         self._events: list[Event] = []
+        # Replies to clients whose send may still be reported failed (a
+        # worker's REQUEST is found by its worker: _Worker.sent), and an
+        # index by id(frames) of the first _indexed of them, built by the
+        # first report. events() keeps only those still in _out.
+        self._track: list[_Sent] = []
+        self._index: dict[int, _Sent] = {}
+        self._indexed = 0
+        self._held = 0  # bytes of the requests held, against max_queued_bytes
+        self._max_held = cfg.max_queued_bytes
+        self._max_frames = cfg.max_frames
         self._closed = False
 
     # ------------------------------------------------------------ output
@@ -159,9 +198,21 @@ class Broker:
         return out
 
     def events(self) -> list[Event]:
-        """Drain the events that happened since the last call. Raises nothing."""
+        """Drain the events that happened since the last call. Raises nothing.
+
+        Call it after reporting every failed send of what :meth:`outgoing`
+        returned (:meth:`send_failed`): this settles those replies' outcomes.
+        """
         events = self._events
         self._events = []
+        if self._track:
+            if self._out:
+                keep_unsent(self)
+            else:
+                self._track.clear()
+                if self._indexed:
+                    self._index.clear()
+                    self._indexed = 0
         return events
 
     # ------------------------------------------------------------- input
@@ -172,11 +223,16 @@ class Broker:
 
         Never raises on peer input: malformed or unexpected messages are
         dropped and reported as :class:`~mdp_core.ProtocolError` (a worker
-        that sends a valid but unexpected command also gets DISCONNECT).
+        that sends a valid but unexpected command also gets DISCONNECT). A
+        message over ``BrokerConfig.max_frames`` is judged by its header
+        alone (see there).
         """
         if self._closed:
             return
         n = len(frames)
+        if n > self._max_frames:
+            oversized(self, peer, frames, now)
+            return
         # Fast paths for the MDP/0.2 data path (client REQUEST, worker
         # PARTIAL/FINAL): they accept exactly what decode() accepts for those
         # shapes; everything else, and any non-bytes frame, takes decode().
@@ -215,8 +271,40 @@ class Broker:
             self._events.append(ProtocolError(
                 peer, "client sent a PARTIAL/FINAL, which only a broker sends; dropped"))
         else:  # WorkerRequest
-            self._unexpected(peer, self._workers.get(peer), dialect,
-                             "REQUEST, which only a broker sends", now)
+            unexpected(self, peer, self._workers.get(peer), dialect,
+                       "REQUEST, which only a broker sends", now)
+
+    def send_failed(self, peer: bytes, frames: Sequence[bytes], now: float) -> None:
+        """The driver could not send ``frames`` to ``peer`` because the
+        transport refused it (the peer's send queue is full: ``zmq.Again``).
+
+        ``peer`` and ``frames`` are a pair from the latest :meth:`outgoing`
+        (the very list object). A peer that is gone is
+        :meth:`connection_lost` instead. The contract: send every message
+        :meth:`outgoing` returned (draining it until empty, since this call
+        may queue more), call this for each one that failed, and only then
+        call :meth:`events`, which settles the outcomes.
+
+        * A REQUEST that did not reach its worker goes back to the head of
+          its service queue, without counting as an attempt
+          (:class:`~mdp_core.RequestRequeued`), or at once to an idle
+          worker; that worker's session ends (:class:`~mdp_core.WorkerLost`,
+          and it is sent DISCONNECT).
+        * A FINAL/REPLY, an MMI answer or a PARTIAL that did not reach its
+          client ends the request with
+          :class:`~mdp_core.RequestUndelivered` instead of
+          :class:`~mdp_core.RequestDelivered` (which it replaces in place);
+          after a lost PARTIAL, the rest of that reply is dropped.
+        * A HEARTBEAT or DISCONNECT is ignored (liveness is judged by what
+          arrives), and so is a report for frames the broker does not know.
+
+        :meth:`events` settles the replies: a report after it changes
+        nothing for a reply (its outcome was already returned); one for a
+        REQUEST still counts while its worker holds that request. Raises
+        nothing.
+        """
+        if not self._closed:
+            settle_failed_send(self, peer, frames, now)
 
     def connection_lost(self, peer: bytes, now: float) -> None:
         """The transport says ``peer``'s connection is gone.
@@ -233,15 +321,7 @@ class Broker:
             self._end_session(w, w.row[_LOST][0], "connection lost", False, now)
         requests = self._clients.pop(peer, None)
         if requests is not None:
-            for req in requests.values():
-                was_queued = req.state is _QUEUED
-                req.state, req.row = req.row[_EXPIRE]
-                req.body = ()
-                svc = req.service
-                if was_queued:
-                    svc.queued -= 1
-                    self._maybe_drop(svc)
-                self._events.append(RequestAbandoned(req.client, svc.name))
+            abandon(self, requests.values())
 
     def tick(self, now: float) -> None:
         """Run the timers due at ``now``: send heartbeats, expire silent idle
@@ -318,23 +398,9 @@ class Broker:
 
         Calling it again does nothing. Raises nothing.
         """
-        if self._closed:
-            return
-        self._closed = True
-        for w in self._workers.values():
-            self._out.append((w.peer, _disconnect_frames(w.dialect)))
-            w.state, w.row = _GONE, self._srows[_GONE]
-            self._events.append(WorkerLost(w.peer, w.service.name, "broker closed"))
-        for requests in self._clients.values():
-            for req in requests.values():
-                req.state, req.row = req.row[_EXPIRE]
-                self._events.append(RequestExpired(req.client, req.service.name, "broker closed"))
-        self._workers.clear()
-        self._clients.clear()
-        self._services.clear()
-        self._timers.clear()
-        self._waiting.clear()
-        self._requeued.clear()
+        if not self._closed:
+            self._closed = True
+            close_all(self)
 
     # ------------------------------------------------------------ clients
 
@@ -342,21 +408,24 @@ class Broker:
         self, peer: bytes, dialect: Dialect, service: bytes, body: Sequence[bytes], now: float
     ) -> None:
         if service.startswith(MMI_PREFIX):
-            reply = mmi_reply(
-                service, body, self._services,
-                (w.service.name + b" " + w.state.value.encode() for w in self._workers.values()),
-            )
-            self._out.append((peer, _reply_frames(dialect, service, None, reply, True)))
-            self._events.append(RequestDelivered(peer, service, b""))
+            answer_mmi(self, peer, dialect, service, body)
             return
-        svc = self._service(service)
+        svc = self._services.get(service)
+        if svc is None:
+            refusal = no_new_service(self, service)
+            if refusal is not None:
+                self._events.append(RequestRefused(peer, service, refusal))
+                return
+            svc = self._new_service(service)
+        size = (len(body[0]) + _ONE_FRAME if len(body) == 1
+                else _REQUEST_OVERHEAD + sum(map(len, body)) + _FRAME_OVERHEAD * len(body))
+        held = self._held + size
         idle = svc.idle
-        if not idle and svc.queued >= self.config.max_queue:
-            self._events.append(RequestRefused(
-                peer, service, f"service queue is full (max_queue={self.config.max_queue})"))
-            self._maybe_drop(svc)
+        if held > self._max_held or (not idle and svc.queued >= self.config.max_queue):
+            refuse(self, peer, svc, size)
             return
-        req = _Request(next(self._ids), peer, svc, dialect, body,
+        self._held = held
+        req = _Request(next(self._ids), peer, svc, dialect, body, size,
                        now + self.config.request_timeout, self._queued_row)
         requests = self._clients.get(peer)
         if requests is None:
@@ -370,13 +439,10 @@ class Broker:
             svc.queued += 1
             self._waiting.append(req)
 
-    def _service(self, name: bytes) -> _Service:
-        """The service called ``name``, created on demand."""
-        svc = self._services.get(name)
-        if svc is None:
-            cfg = self.config
-            svc = self._services[name] = _Service(
-                name, cfg.service_processing_timeouts.get(name, cfg.processing_timeout))
+    def _new_service(self, name: bytes) -> _Service:
+        cfg = self.config
+        svc = self._services[name] = _Service(
+            name, cfg.service_processing_timeouts.get(name, cfg.processing_timeout))
         return svc
 
     def _forget(self, req: _Request) -> None:
@@ -386,6 +452,7 @@ class Broker:
         if not requests:
             del self._clients[req.client]
         req.body = ()
+        self._held -= req.size
 
     def _expire_queued(self, req: _Request) -> None:
         req.state, req.row = req.row[_EXPIRE]
@@ -409,7 +476,9 @@ class Broker:
         w.state, w.row = w.row[_REQUEST]
         req.attempts += 1
         w.request = req
-        self._out.append((w.peer, [*w.request_prefix, req.client, b"", *req.body]))
+        frames = [*w.request_prefix, req.client, b"", *req.body]
+        self._out.append((w.peer, frames))
+        w.sent = frames
         w.heartbeat_at = now + self._interval  # any command counts as a heartbeat
         timeout = w.service.processing_timeout
         if timeout is not None:
@@ -445,16 +514,19 @@ class Broker:
         w = self._workers.get(peer)
         t = (self._new_row if w is None else w.row).get(_READY)
         if t is None or w is not None:
-            self._unexpected(peer, w, dialect, "READY (a worker MUST NOT send a second READY)",
-                             now)
+            unexpected(self, peer, w, dialect, "READY (a worker MUST NOT send a second READY)",
+                       now)
             return
-        if service.startswith(MMI_PREFIX):
-            self._out.append((peer, _disconnect_frames(dialect)))
-            self._events.append(ProtocolError(
-                peer, f"READY for {service!r}: workers may not register mmi.* services; "
-                "sent DISCONNECT"))
-            return
-        svc = self._service(service)
+        svc = self._services.get(service)
+        if svc is None:
+            refusal = ("workers may not register mmi.* services"
+                       if service.startswith(MMI_PREFIX) else no_new_service(self, service))
+            if refusal is not None:
+                self._out.append((peer, _disconnect_frames(dialect)))
+                self._events.append(ProtocolError(
+                    peer, f"READY for {_shown(service)}: {refusal}; sent DISCONNECT"))
+                return
+            svc = self._new_service(service)
         w = _Worker(peer, svc, dialect, t[0], t[1], now, self._expiry, self._interval)
         self._workers[peer] = w
         svc.workers += 1
@@ -466,7 +538,7 @@ class Broker:
         w = self._workers.get(peer)
         t = (self._new_row if w is None else w.row).get(_HEARTBEAT)
         if t is None or w is None:
-            self._unexpected(peer, w, dialect, "HEARTBEAT", now)
+            unexpected(self, peer, w, dialect, "HEARTBEAT", now)
             return
         w.state, w.row = t
         w.expires = now + self._expiry
@@ -475,7 +547,7 @@ class Broker:
         w = self._workers.get(peer)
         t = (self._new_row if w is None else w.row).get(_DISCONNECT)
         if t is None:
-            self._unexpected(peer, w, dialect, "DISCONNECT", now)
+            unexpected(self, peer, w, dialect, "DISCONNECT", now)
         elif w is not None:
             self._end_session(w, t[0], "worker sent DISCONNECT", False, now)
 
@@ -487,65 +559,37 @@ class Broker:
         what = "FINAL/REPLY" if final else "PARTIAL"
         t = (self._new_row if w is None else w.row).get(_FINAL if final else _PARTIAL)
         if t is None or w is None:
-            self._unexpected(peer, w, dialect, what, now)
+            unexpected(self, peer, w, dialect, what, now)
             return
         req = w.request
         if req is None or req.client != client:
-            self._unexpected(peer, w, dialect, f"{what} for client {client!r}, which it does "
-                             "not serve", now)
+            unexpected(self, peer, w, dialect,
+                       f"{what} for client {_shown(client)}, which it does not serve", now)
             return
         w.state, w.row = t
         w.expires = now + self._expiry
         if final:
-            w.request = None
+            w.request = w.sent = None
             w.deadline = _INF
             row = req.row
-            if _DELIVER in row:  # else its client is gone or it expired: drop silently
+            if _DELIVER in row:  # else it ended already (client gone, expired...): drop
                 req.state, req.row = row[_DELIVER]
                 svc = req.service
-                self._out.append((client, _reply_frames(
-                    req.dialect, svc.name, req.gathered, body, True)))
-                self._events.append(RequestDelivered(client, svc.name, peer))
+                frames = _reply_frames(req.dialect, svc.name, req.gathered, body, True)
+                self._out.append((client, frames))
+                events = self._events
+                req.delivered = rec = (frames, events, len(events))
+                self._track.append(rec)
+                events.append(RequestDelivered(client, svc.name, peer))
                 self._forget(req)
             self._make_idle(w, now)
         elif _DELIVER in req.row:
             if req.dialect is Dialect.MDP01:
-                self._gather(req, body)
+                gather(self, req, body)
             else:
-                self._out.append((client, _reply_frames(
-                    req.dialect, req.service.name, None, body, False)))
-
-    def _gather(self, req: _Request, body: Sequence[bytes]) -> None:
-        size = req.gathered_bytes + sum(len(f) for f in body)
-        limit = self.config.max_gathered_bytes
-        if size > limit:
-            req.state, req.row = req.row[_EXPIRE]
-            req.gathered = None
-            self._forget(req)
-            self._events.append(RequestExpired(
-                req.client, req.service.name,
-                f"MDP/0.1 client: PARTIAL replies gathered for one REPLY exceed "
-                f"max_gathered_bytes={limit}; rest of the reply dropped"))
-            return
-        req.gathered_bytes = size
-        if req.gathered is None:
-            req.gathered = list(body)
-        else:
-            req.gathered.extend(body)
-
-    def _unexpected(
-        self, peer: bytes, w: _Worker | None, dialect: Dialect, what: str, now: float
-    ) -> None:
-        """A valid but unexpected worker command: DISCONNECT (RFC 7/18)."""
-        if w is None:
-            self._out.append((peer, _disconnect_frames(dialect)))
-            self._events.append(ProtocolError(
-                peer, f"unexpected {what} from a peer with no worker session; dropped, "
-                "sent DISCONNECT"))
-            return
-        reason = f"unexpected {what} in state {w.state.value}"
-        self._events.append(ProtocolError(peer, f"{reason}; dropped, sent DISCONNECT"))
-        self._end_session(w, _GONE, f"protocol violation: {reason}", True, now)
+                frames = _reply_frames(req.dialect, req.service.name, None, body, False)
+                self._out.append((client, frames))
+                self._track.append((frames, req, peer))
 
     def _end_session(
         self, w: _Worker, state: WorkerState, reason: str, disconnect: bool, now: float
@@ -561,38 +605,6 @@ class Broker:
         self._events.append(WorkerLost(w.peer, svc.name, reason))
         req = w.request
         if req is not None:
-            w.request = None
-            self._requeue(req, w.peer, now)
+            w.request = w.sent = None
+            requeue(self, req, w.peer, now)
         self._maybe_drop(svc)
-
-    def _requeue(self, req: _Request, worker: bytes, now: float) -> None:
-        row = req.row
-        if _REQUEUE not in row:  # its client is gone or it expired already
-            return
-        req.state, req.row = row[_REQUEUE]
-        # PARTIALs gathered for an MDP/0.1 client belong to the lost attempt;
-        # the next attempt's REPLY must hold only its own.
-        req.gathered = None
-        req.gathered_bytes = 0
-        svc = req.service
-        cfg = self.config
-        if req.attempts >= cfg.max_attempts:
-            req.state, req.row = req.row[_EXPIRE]
-            self._forget(req)
-            self._events.append(RequestExpired(
-                req.client, svc.name,
-                f"worker lost on attempt {req.attempts} of max_attempts={cfg.max_attempts}"))
-            return
-        self._events.append(RequestRequeued(req.client, svc.name, worker, req.attempts))
-        if svc.idle:
-            self._dispatch(req, svc.idle.popitem(last=False)[1], now)
-        elif now >= req.deadline:
-            req.state, req.row = req.row[_EXPIRE]
-            self._forget(req)
-            self._events.append(RequestExpired(
-                req.client, svc.name,
-                f"worker lost and request_timeout ({cfg.request_timeout:g}s) already passed"))
-        else:
-            svc.queue.appendleft(req)
-            svc.queued += 1
-            heapq.heappush(self._requeued, (req.deadline, req.id, req))

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ._codec import C01, C02, W01, W02, Dialect
+from ._events import Event
 from ._state import (
     REQUEST_TRANSITIONS,
     SESSION_TRANSITIONS,
@@ -74,6 +75,32 @@ def _disconnect_frames(dialect: Dialect) -> list[bytes]:
     return [*_W_PREFIX[dialect], _W_DISCONNECT[dialect]]
 
 
+# What a held request counts against max_queued_bytes beside its body's
+# bytes: its records (about 500 bytes measured, bench/core_broker.py) and
+# each frame's object. MMI replies count frames the same way.
+_REQUEST_OVERHEAD = 512
+_FRAME_OVERHEAD = 64
+_ONE_FRAME = _REQUEST_OVERHEAD + _FRAME_OVERHEAD  # a one-frame body, the usual case
+_MIN_FRAMES = 6  # MDP/0.1 worker REPLY: "", MDPW01, 0x03, client, "", one body frame
+_SHOWN = 64  # bytes of a peer-supplied value quoted in a reason string
+
+
+def _shown(value: bytes) -> str:
+    """A peer-supplied value as quoted in a reason string: its repr, cut to
+    the first 64 bytes (then ``...(N bytes)``), so a huge value cannot make
+    a huge log line."""
+    if len(value) <= _SHOWN:
+        return repr(value)
+    return f"{value[:_SHOWN]!r}...({len(value)} bytes)"
+
+
+def _is_client(frames: Sequence[bytes]) -> bool:
+    """Whether the header of a message (of at least 2 frames) is the client
+    sub-protocol's, in any dialect."""
+    f0 = frames[0]
+    return f0 == C02 or (f0 == b"" and frames[1] in (C01, C02))
+
+
 def _bytes_only(frames: Sequence[bytes], start: int) -> bool:
     for i in range(start, len(frames)):  # noqa: SIM110 - a plain loop is faster than all()
         if type(frames[i]) is not bytes:
@@ -83,7 +110,7 @@ def _bytes_only(frames: Sequence[bytes], start: int) -> bool:
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    """Tunables of a :class:`Broker`; times are in seconds.
+    """Tunables of a :class:`Broker`; times are in seconds, sizes in bytes.
 
     ``heartbeat_interval``: the broker sends HEARTBEAT to every worker this
     often, and expects to hear from idle workers as often.
@@ -98,7 +125,8 @@ class BrokerConfig:
     ``max_attempts``: a request is dispatched at most this many times; the
     loss of its worker on the last attempt ends it (``RequestExpired``).
     ``max_queue``: requests queued per service; beyond it new ones are
-    refused (:class:`~mdp_core.RequestRefused`).
+    refused (:class:`~mdp_core.RequestRefused`). ``max_queued_bytes`` is the
+    real bound on memory; this one only caps a single service's share.
     ``processing_timeout``: default limit on how long a busy worker may take
     (``None``: unlimited); past it the worker gets DISCONNECT and its request
     is re-dispatched. ``service_processing_timeouts`` overrides it per
@@ -107,6 +135,24 @@ class BrokerConfig:
     so the broker gathers them and sends them with the FINAL as one REPLY;
     if the gathered PARTIAL bodies exceed this many bytes, the request ends
     with ``RequestExpired`` and the rest of that reply is dropped.
+    ``max_queued_bytes``: budget for the bodies of all the requests the
+    broker holds, queued or dispatched (a dispatched body is kept for a
+    re-dispatch). A request counts 512 bytes, plus its body frames'
+    lengths, plus 64 bytes per frame (what its records and frame objects
+    cost beside the bytes themselves). A request
+    that would take the total past the budget is refused; its bytes are
+    released when it ends, whatever the outcome.
+    ``max_frames``: a message with more frames (after the routing id) is
+    not decoded: a client REQUEST is refused, a live worker gets DISCONNECT
+    (its request is re-dispatched), anything else is dropped
+    (:class:`~mdp_core.ProtocolError`).
+    ``max_service_name``: longest service name; a REQUEST for a longer one
+    is refused, a READY for one gets DISCONNECT.
+    ``max_services``: most services at once; a REQUEST or READY that would
+    create one more is refused (READY: DISCONNECT); existing services are
+    unaffected.
+    ``max_mmi_reply_bytes``: size to which ``mmi.services`` and
+    ``mmi.workers`` replies are cut (see :mod:`mdp_core._mmi`).
 
     Raises :class:`ValueError` for a value out of range.
     """
@@ -115,11 +161,16 @@ class BrokerConfig:
     heartbeat_liveness: int = 3
     request_timeout: float = 30.0
     max_attempts: int = 3
-    max_queue: int = 10_000
+    max_queue: int = 100_000
     processing_timeout: float | None = None
     service_processing_timeouts: Mapping[bytes, float | None] = field(
         default_factory=dict, hash=False)
     max_gathered_bytes: int = 16 * 1024 * 1024
+    max_queued_bytes: int = 256 * 1024 * 1024
+    max_frames: int = 1024
+    max_service_name: int = 255
+    max_services: int = 10_000
+    max_mmi_reply_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
         if not self.heartbeat_interval > 0:
@@ -130,10 +181,17 @@ class BrokerConfig:
             raise ValueError("request_timeout must be > 0")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
-        if self.max_queue < 0:
-            raise ValueError("max_queue must be >= 0")
-        if self.max_gathered_bytes < 0:
-            raise ValueError("max_gathered_bytes must be >= 0")
+        for name in ("max_queue", "max_gathered_bytes", "max_queued_bytes",
+                     "max_mmi_reply_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.max_frames < _MIN_FRAMES:
+            raise ValueError(f"max_frames must be >= {_MIN_FRAMES} (the longest MDP envelope "
+                             "plus one body frame)")
+        if self.max_service_name < 1:
+            raise ValueError("max_service_name must be >= 1")
+        if self.max_services < 1:
+            raise ValueError("max_services must be >= 1")
         timeouts = dict(self.service_processing_timeouts)
         for value in (self.processing_timeout, *timeouts.values()):
             if value is not None and not value > 0:
@@ -156,7 +214,7 @@ class _Service:
 class _Worker:
     __slots__ = (
         "deadline", "dialect", "expires", "heartbeat_at", "peer", "request", "request_prefix",
-        "row", "service", "state", "timer_at",
+        "row", "sent", "service", "state", "timer_at",
     )
 
     def __init__(
@@ -170,6 +228,7 @@ class _Worker:
         self.state = state
         self.row = row
         self.request: _Request | None = None
+        self.sent: list[bytes] | None = None  # the frames of the REQUEST for ``request``
         self.expires = now + expiry  # idle expiry: last heard + liveness * interval
         self.heartbeat_at = now + interval  # when the broker next sends HEARTBEAT
         self.deadline = _INF  # processing deadline while busy
@@ -178,13 +237,13 @@ class _Worker:
 
 class _Request:
     __slots__ = (
-        "attempts", "body", "client", "deadline", "dialect", "gathered", "gathered_bytes", "id",
-        "row", "service", "state",
+        "attempts", "body", "client", "deadline", "delivered", "dialect", "gathered",
+        "gathered_bytes", "id", "row", "service", "size", "state",
     )
 
     def __init__(
         self, rid: int, client: bytes, service: _Service, dialect: Dialect,
-        body: Sequence[bytes], deadline: float, row: _RequestRow,
+        body: Sequence[bytes], size: int, deadline: float, row: _RequestRow,
     ) -> None:
         self.id = rid
         self.client = client
@@ -197,6 +256,16 @@ class _Request:
         self.attempts = 0
         self.gathered: list[bytes] | None = None
         self.gathered_bytes = 0
+        self.size = size  # what it counts against max_queued_bytes
+        # Where its FINAL waits to be settled by send_failed/events(): the
+        # frames, the events list and the index of its RequestDelivered.
+        self.delivered: _Final | None = None
+
+
+_Final = tuple[list[bytes], list[Event], int]
+_Partial = tuple[list[bytes], _Request, bytes]  # frames, request, worker
+_Sent = _Final | _Partial
+"""A reply to a client whose send is not settled yet."""
 
 
 def _reply_frames(

@@ -187,9 +187,11 @@ def mmi_list(reply: FinalReply) -> list[bytes]:
     """The names in the reply to an ``mmi.services`` or ``mmi.workers`` request.
 
     One frame per item; a single empty frame means none (an MDP body
-    cannot be empty), so it gives ``[]``. Raises nothing.
+    cannot be empty), so it gives ``[]``, and a list the broker cut to
+    ``max_mmi_reply_bytes`` ends with an empty frame, which is left out
+    (no item is empty). Raises nothing.
     """
-    return [] if reply.body == (b"",) else list(reply.body)
+    return [item for item in reply.body if item]
 
 
 class Client:

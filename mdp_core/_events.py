@@ -25,6 +25,7 @@ __all__ = [
     "RequestReceived",
     "RequestRefused",
     "RequestRequeued",
+    "RequestUndelivered",
     "ResetConnection",
     "WorkerLost",
     "WorkerReady",
@@ -76,9 +77,11 @@ class WorkerLost(Event):
 
 @dataclass(frozen=True, slots=True)
 class RequestRequeued(Event):
-    """A request's worker was lost mid-job; the request goes to another one.
+    """A request's worker was lost mid-job, or the REQUEST could not be sent
+    to it; the request goes to another one.
 
-    ``attempt`` is the number of attempts made so far.
+    ``attempt`` is the number of attempts that reached a worker so far (a
+    REQUEST the transport refused does not count).
     """
 
     client: bytes
@@ -89,11 +92,34 @@ class RequestRequeued(Event):
 
 @dataclass(frozen=True, slots=True)
 class RequestDelivered(Event):
-    """A request ended well: its FINAL (or REPLY) was sent to the client."""
+    """A request ended well: the transport accepted its FINAL (or REPLY) for
+    the client.
+
+    ``worker`` is ``b""`` for an ``mmi.*`` request, which the broker answers
+    itself. If the driver then reports the send as failed
+    (``Broker.send_failed``), this event is replaced, in place and before
+    ``events()`` returns it, by :class:`RequestUndelivered`.
+    """
 
     client: bytes
     service: bytes
     worker: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestUndelivered(Event):
+    """A request ended because its reply could not be sent to its client.
+
+    The transport refused the FINAL/REPLY, or a PARTIAL (a stream with a
+    hole would be corrupt; the rest of that reply is dropped), because the
+    client's send queue was full; ``reason`` says which. ``worker`` is the
+    worker that answered, ``b""`` for an ``mmi.*`` request.
+    """
+
+    client: bytes
+    service: bytes
+    worker: bytes
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +133,9 @@ class RequestExpired(Event):
 
 @dataclass(frozen=True, slots=True)
 class RequestRefused(Event):
-    """A request was refused on arrival (e.g. its service queue was full)."""
+    """A request was refused on arrival; ``reason`` names the limit (its
+    service queue was full, the broker's byte budget was spent, the service
+    name was too long, too many services exist, too many frames)."""
 
     client: bytes
     service: bytes

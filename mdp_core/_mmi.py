@@ -15,6 +15,15 @@ reaches a worker. Replies (one or more frames) are:
 anything else in ``mmi.``
     ``501``.
 
+The two lists are cut to ``BrokerConfig.max_mmi_reply_bytes``: entries are
+kept in sorted order while their total size stays within it, each entry
+counting its length plus 64 bytes (what a frame costs beside its bytes, so
+that many tiny entries are bounded too); the first entry is always kept.
+A cut list is marked by one empty frame after the last entry kept. No
+entry is ever empty, so the marker cannot be mistaken for one, and a cut
+list (at least one entry, then the marker) cannot be mistaken for the
+empty list (the empty frame alone).
+
 ``mmi.services`` and ``mmi.workers`` cost O(services) and O(workers):
 they are management queries, not the data path.
 """
@@ -23,6 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
+
+from ._broker_parts import _FRAME_OVERHEAD
 
 __all__ = ["MMI_PREFIX", "mmi_reply"]
 
@@ -39,19 +50,29 @@ def mmi_reply(
     body: Sequence[bytes],
     services: Mapping[bytes, _ServiceView],
     worker_lines: Iterable[bytes],
+    limit: int,
 ) -> tuple[bytes, ...]:
     """The reply body to an MMI request for ``service`` (raises nothing).
 
     ``worker_lines`` yields one ``b"<service> <state>"`` line per live
-    worker; it is only consumed for ``mmi.workers``.
+    worker; it is only consumed for ``mmi.workers``. ``limit`` is the size
+    the two lists are cut to (see the module docstring).
     """
     if service == b"mmi.service":
         record = services.get(body[0])
         return (b"200" if record is not None and record.workers > 0 else b"404",)
     if service == b"mmi.services":
-        names = sorted(s.name for s in services.values() if s.workers > 0)
-        return tuple(names) or (b"",)
+        return _fit(sorted(s.name for s in services.values() if s.workers > 0), limit)
     if service == b"mmi.workers":
-        lines = sorted(worker_lines)
-        return tuple(lines) or (b"",)
+        return _fit(sorted(worker_lines), limit)
     return (b"501",)
+
+
+def _fit(entries: list[bytes], limit: int) -> tuple[bytes, ...]:
+    """``entries`` (sorted) as a reply body, cut to ``limit`` and marked if cut."""
+    total = 0
+    for i, entry in enumerate(entries):
+        total += len(entry) + _FRAME_OVERHEAD
+        if total > limit and i > 0:
+            return (*entries[:i], b"")
+    return tuple(entries) or (b"",)

@@ -2,8 +2,10 @@
 
 Clients send requests (three dialects, pipelined), workers register,
 reply (right or wrong client, PARTIAL or FINAL), heartbeat, disconnect,
-peers lose their connections, garbage arrives and time passes. After every
-step:
+peers lose their connections, garbage arrives, time passes, and sends fail
+(the driver reports some messages of each step's ``outgoing()`` with
+``send_failed``, as a full send queue would make it, and sometimes reports
+one of an earlier step late). After every step:
 
 * ``receive`` and friends never raised (Hypothesis would report it);
 * no request is both queued and dispatched: a QUEUED request sits in its
@@ -12,7 +14,10 @@ step:
 * every accepted request is accounted for: queued, dispatched, or ended
   with exactly one end event (matched per client and service), and an
   ended request never comes back; each refused request gets one
-  ``RequestRefused``;
+  ``RequestRefused``; each MMI request ends with one ``RequestDelivered``
+  or ``RequestUndelivered``;
+* the bytes the broker counts against ``max_queued_bytes`` are those of
+  the live requests;
 * nothing is sent to a worker whose session ended, unless that peer spoke
   again (a new conversation: it may then get DISCONNECT or, after READY,
   anything).
@@ -39,6 +44,7 @@ from mdp_core import (
     RequestDelivered,
     RequestExpired,
     RequestRefused,
+    RequestUndelivered,
     WorkerLost,
     WorkerReply,
     decode,
@@ -51,7 +57,7 @@ WORKERS = [b"w1", b"w2", b"w3"]
 SERVICES = [b"a", b"b"]
 DIALECTS = list(Dialect)
 LIVE = (RequestState.QUEUED, RequestState.DISPATCHED)
-ENDS = (RequestDelivered, RequestExpired, RequestAbandoned)
+ENDS = (RequestDelivered, RequestUndelivered, RequestExpired, RequestAbandoned)
 
 frames_st = st.lists(st.binary(max_size=8), max_size=6) | st.sampled_from([
     [b"MDPW02", b"\x04", b"c1", b"", b"x"],
@@ -70,19 +76,37 @@ class BrokerMachine(RuleBasedStateMachine):
         super().__init__()
         self.b = Broker(BrokerConfig(
             heartbeat_interval=2.0, heartbeat_liveness=5, request_timeout=8.0,
-            max_attempts=2, max_queue=3, processing_timeout=6.0, max_gathered_bytes=8))
+            max_attempts=2, max_queue=3, processing_timeout=6.0, max_gathered_bytes=8,
+            max_queued_bytes=4 * (512 + 64 + 3)))
         self.now = 0.0
+        self.fail_mask: list[bool] = []  # which messages of a step fail, in turn
+        self.last_out: list[tuple[bytes, list[bytes]]] = []  # sent in the previous step
         self.requests: dict[int, Any] = {}  # every request object ever accepted
         self.ended: set[int] = set()
         self.gone: set[bytes] = set()  # worker peers whose session ended, silent since
 
     # ------------------------------------------------------------ step
 
-    def step(self, sender: bytes | None, action: Any, *args: Any, request: bool = False) -> None:
-        """Run one input; ``request``: it is a client REQUEST (accepted or refused)."""
+    def step(
+        self, sender: bytes | None, action: Any, *args: Any, request: bool = False
+    ) -> list[Any]:
+        """Run one input, then flush as a driver would: send each message of
+        ``outgoing()`` or report it failed (``fail_mask``), until it is
+        empty, then ``events()``. ``request``: the input is a client REQUEST
+        (accepted or refused). Returns the events."""
         before = {rid for rid, r in self.requests.items() if r.state in LIVE}
         action(*args)
-        out = self.b.outgoing()
+        out = []
+        k = 0
+        while batch := self.b.outgoing():
+            for peer, frames in batch:
+                mask = self.fail_mask
+                if mask and mask[k % len(mask)]:
+                    self.b.send_failed(peer, frames, self.now)
+                else:
+                    out.append((peer, frames))
+                k += 1
+        self.last_out = out
         events = self.b.events()
         # discover newly accepted requests
         new = 0
@@ -126,6 +150,7 @@ class BrokerMachine(RuleBasedStateMachine):
         if sender is not None and sender in self.b._workers:
             self.gone.discard(sender)
         self.gone -= set(self.b._workers)
+        return events
 
     # ----------------------------------------------------------- rules
 
@@ -143,9 +168,23 @@ class BrokerMachine(RuleBasedStateMachine):
     @rule(client=st.sampled_from(CLIENTS),
           service=st.sampled_from([b"mmi.service", b"mmi.services", b"mmi.workers", b"mmi.x"]))
     def mmi_query(self, client: bytes, service: bytes) -> None:
-        self.b.receive(client, encode(ClientRequest(service, (b"a",)), Dialect.MDP02), self.now)
-        assert [p for p, _ in self.b.outgoing()] == [client]
-        assert self.b.events() == [RequestDelivered(client, service, b"")]
+        frames = encode(ClientRequest(service, (b"a",)), Dialect.MDP02)
+        events = self.step(client, self.b.receive, client, frames, self.now)
+        assert len(events) == 1
+        assert isinstance(events[0], (RequestDelivered, RequestUndelivered))
+        assert (events[0].client, events[0].service, events[0].worker) == (client, service, b"")
+        assert [p for p, _ in self.last_out] == ([client] if isinstance(
+            events[0], RequestDelivered) else [])
+
+    @rule(mask=st.lists(st.booleans(), max_size=5))
+    def send_failures(self, mask: list[bool]) -> None:
+        self.fail_mask = mask
+
+    @rule(index=st.integers(0, 5))
+    def late_report(self, index: int) -> None:
+        if self.last_out:
+            peer, frames = self.last_out[index % len(self.last_out)]
+            self.step(None, self.b.send_failed, peer, frames, self.now)
 
     @rule(worker=st.sampled_from(WORKERS), service=st.sampled_from([*SERVICES, b"mmi.x"]),
           dialect=st.sampled_from(DIALECTS))
@@ -166,8 +205,11 @@ class BrokerMachine(RuleBasedStateMachine):
         frames = encode(WorkerReply(client, (b"r" * size,), final), dialect)
         self.step(worker, self.b.receive, worker, frames, self.now)
 
-    @rule(index=st.integers(0, 3), partials=st.integers(0, 2), size=st.integers(1, 4))
-    def busy_worker_replies(self, index: int, partials: int, size: int) -> None:
+    @rule(index=st.integers(0, 3), partials=st.integers(0, 2), size=st.integers(1, 4),
+          together=st.booleans())
+    def busy_worker_replies(self, index: int, partials: int, size: int, together: bool) -> None:
+        """PARTIALs then a FINAL, one step each or (``together``) all read
+        before one flush, as a driver reading a batch of messages would."""
         busy = sorted(p for p, w in self.b._workers.items() if w.request is not None)
         if not busy:
             return
@@ -175,12 +217,19 @@ class BrokerMachine(RuleBasedStateMachine):
         w = self.b._workers[worker]
         assert w.request is not None
         client, dialect = w.request.client, w.dialect
-        if dialect is not Dialect.MDP01:
-            for _ in range(partials):
-                frames = encode(WorkerReply(client, (b"p" * size,), False), dialect)
+        if dialect is Dialect.MDP01:
+            partials = 0
+        messages = [encode(WorkerReply(client, (b"p" * size,), False), dialect)
+                    for _ in range(partials)]
+        messages.append(encode(WorkerReply(client, (b"f",)), dialect))
+        if together:
+            def read_all() -> None:
+                for frames in messages:
+                    self.b.receive(worker, frames, self.now)
+            self.step(worker, read_all)
+        else:
+            for frames in messages:
                 self.step(worker, self.b.receive, worker, frames, self.now)
-        frames = encode(WorkerReply(client, (b"f",)), dialect)
-        self.step(worker, self.b.receive, worker, frames, self.now)
 
     @rule(worker=st.sampled_from(WORKERS))
     def worker_heartbeat(self, worker: bytes) -> None:
@@ -220,6 +269,11 @@ class BrokerMachine(RuleBasedStateMachine):
             self.step(None, self.b.tick, self.now)
 
     # ------------------------------------------------------- invariants
+
+    @invariant()
+    def held_bytes_are_those_of_the_live_requests(self) -> None:
+        live = [r for r in self.requests.values() if r.state in LIVE]
+        assert self.b._held == sum(r.size for r in live)
 
     @invariant()
     def queued_and_dispatched_are_disjoint(self) -> None:

@@ -735,3 +735,7 @@ def test_arbitrary_frames_never_raise_out_of_receive(
         c.receive(frames, 0.1 * i)
     for event in c.events():
         assert isinstance(event, (ProtocolError, PartialReply, FinalReply))
+
+
+def test_mmi_list_leaves_out_the_mark_of_a_cut_list() -> None:
+    assert mmi_list(FinalReply(1, b"mmi.services", (b"a.svc", b""))) == [b"a.svc"]

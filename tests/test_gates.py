@@ -170,6 +170,7 @@ EXPECTED_EXPORTS = [
     "RequestRefused",
     "RequestRequeued",
     "RequestState",
+    "RequestUndelivered",
     "ResetConnection",
     "StaleRequest",
     "Worker",
