@@ -36,7 +36,9 @@ from mdp_core import (
     ProtocolError,
     Ready,
     RequestAbandoned,
+    RequestDelivered,
     RequestRequeued,
+    RequestUndelivered,
     WorkerConfig,
     WorkerLost,
     WorkerReady,
@@ -233,6 +235,36 @@ def test_a_frame_over_max_message_bytes_never_reaches_the_core(
     with mdp_zmq.Client(broker.endpoint, ClientConfig(timeout=10, retries=0)) as client:
         assert client.request("echo", b"small") == [b"small"]
     assert broker.of(ProtocolError) == []
+
+
+def test_a_client_that_does_not_read_gets_exactly_the_replies_counted_delivered(
+    broker: BrokerThread, raw: Raw, workers: ThreadWorkers
+) -> None:
+    """Replies the ROUTER refuses (the client's queue is full) are reported to
+    the core, which ends those requests with RequestUndelivered: afterwards
+    the client can read exactly as many replies as were counted delivered."""
+    workers.start(broker.endpoint, "echo", echo)
+    assert broker.wait_count(WorkerReady, 1)
+    client = raw.dealer(broker.endpoint)
+    client.setsockopt(zmq.RCVHWM, 1)
+    n, body = 1000, b"y" * 65536
+    for _ in range(n):
+        client.send_multipart(encode(ClientRequest(b"echo", (body,)), Dialect.MDP02))
+
+    def ended() -> int:
+        return len(broker.of(RequestDelivered)) + len(broker.of(RequestUndelivered))
+
+    assert broker.wait(lambda: ended() >= n, 60), f"only {ended()} of {n} requests ended"
+    undelivered = broker.of(RequestUndelivered)
+    assert undelivered, "every reply fitted: the test did not fill the client's queue"
+    assert all(e.service == b"echo" for _, e in undelivered)
+    delivered = len(broker.of(RequestDelivered))
+    got = 0
+    while client.poll(2000):
+        assert client.recv_multipart()[-1] == body
+        got += 1
+    assert got == delivered
+    assert ended() == n  # exactly one outcome each
 
 
 def test_a_flood_of_bad_messages_logs_a_bounded_number_of_lines(raw: Raw) -> None:

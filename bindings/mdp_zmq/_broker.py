@@ -97,7 +97,6 @@ class Broker(Runner):
             self.context, endpoints, self.transport
         )
         super().__init__()  # after the bind: nothing to release if it fails
-        self.dropped = 0  # messages dropped because a peer's send queue was full
 
     # --------------------------------------------------------------- public
 
@@ -233,9 +232,10 @@ class Broker(Runner):
                 try:
                     send_frames(router, [peer, *frames])
                 except zmq.Again:
-                    self.dropped += 1
-                    if self.log_limiter.allow(log, logging.WARNING, "send queue full"):
-                        log.warning("send queue to %s full; message dropped", shorten(peer))
+                    # The peer's queue is full: the core decides what that
+                    # means (requeue a REQUEST, RequestUndelivered for a reply)
+                    # before _report() settles this turn's events.
+                    core.send_failed(peer, frames, now)
                 except zmq.ZMQError as exc:
                     if exc.errno != zmq.EHOSTUNREACH:
                         raise

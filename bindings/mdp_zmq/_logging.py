@@ -31,7 +31,9 @@ _KIND_PREFIX = re.compile(r"[A-Za-z _.-]*(?<! b)")
 
 # Events that are about a worker's or broker's life, not about one message.
 _INFO = {"WorkerReady", "WorkerLost", "RequestRequeued", "BrokerLost", "Disconnected"}
-_WARNING = {"ProtocolError", "RequestExpired", "RequestRefused", "RequestFailed"}
+_WARNING = {
+    "ProtocolError", "RequestExpired", "RequestRefused", "RequestFailed", "RequestUndelivered",
+}
 
 
 def shorten(value: object) -> str:

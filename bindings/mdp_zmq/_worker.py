@@ -169,16 +169,19 @@ class Worker(Runner):
     def _after(self, now: float) -> None:
         """Send what the core queued, then act on its events (in order)."""
         self._flush()
-        for event in self.core.events():
-            log_event(log, event, self.log_limiter)
-            if isinstance(event, RequestReceived):
-                self._handle(event)
-            elif isinstance(event, BrokerLost):
-                self._flush()
-                self._close_socket(linger=self.transport.linger)
-                self._reconnect_at = self.clock() + event.reconnect_delay
-                log.info("reconnecting in %.2f s", event.reconnect_delay)
-        self._flush()
+        # Until quiet: acting on an event (a handler's reply) or a failed
+        # send reported by _flush() can make new events.
+        while events := self.core.events():
+            for event in events:
+                log_event(log, event, self.log_limiter)
+                if isinstance(event, RequestReceived):
+                    self._handle(event)
+                elif isinstance(event, BrokerLost):
+                    self._flush()
+                    self._close_socket(linger=self.transport.linger)
+                    self._reconnect_at = self.clock() + event.reconnect_delay
+                    log.info("reconnecting in %.2f s", event.reconnect_delay)
+            self._flush()
         self.log_limiter.flush()
 
     def _handle(self, request: RequestReceived) -> None:
@@ -218,8 +221,9 @@ class Worker(Runner):
             try:
                 self._sock.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
-                if self.log_limiter.allow(log, logging.WARNING, "send queue full"):
-                    log.warning("send queue to broker full; message dropped")
+                # The queue to the broker is full; the core decides (a lost
+                # REPLY breaks the conversation, a HEARTBEAT does not matter).
+                self.core.send_failed(frames, self.clock())
 
     # --------------------------------------------------------------- sockets
 
