@@ -5,6 +5,7 @@ numbers: time comes in as ``now`` and bytes go out through ``outgoing()``.
 """
 
 from ._broker import Broker, BrokerConfig
+from ._checks import BodyLike, BytesLike, as_body, as_service
 from ._client import Client, ClientConfig, RequestInProgress, mmi_list, mmi_service_found
 from ._codec import (
     ClientReply,
@@ -52,6 +53,8 @@ from ._worker import (
 )
 
 __all__ = [
+    "BodyLike",
+    "BytesLike",
     "AlreadyConnected",
     "AlreadyReplied",
     "Broker",
@@ -97,6 +100,8 @@ __all__ = [
     "WorkerReply",
     "WorkerRequest",
     "WorkerState",
+    "as_body",
+    "as_service",
     "decode",
     "encode",
     "mmi_list",

@@ -17,8 +17,9 @@ __all__ = ["BodyLike", "BytesLike", "as_body", "as_service", "check_int", "check
            "check_version", "in_batch"]
 
 BytesLike = bytes | bytearray | memoryview
-#: One frame, or a sequence of frames.
+"""What a frame (or, with ``str``, a service name) may be given as."""
 BodyLike = BytesLike | Iterable[BytesLike]
+"""A body as the application may give it: one frame, or a sequence of frames."""
 
 _FRAME_TYPES = (bytes, bytearray, memoryview)
 

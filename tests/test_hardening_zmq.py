@@ -331,11 +331,11 @@ def test_worker_and_client_refuse_wrong_argument_types_at_construction() -> None
     ep = "tcp://127.0.0.1:5"
     with pytest.raises(TypeError, match="handler must be callable"):
         mdp_zmq.Worker(ep, "x", "not callable")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="service must be str or bytes, not int"):
+    with pytest.raises(TypeError, match="service must be bytes-like or str, not int"):
         mdp_zmq.Worker(ep, 123, echo)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"version must be an mdp_core\.Dialect"):
+    with pytest.raises(TypeError, match=r"version must be a mdp_core\.Dialect"):
         mdp_zmq.Worker(ep, "x", echo, version="0.1")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"version must be an mdp_core\.Dialect"):
+    with pytest.raises(TypeError, match=r"version must be a mdp_core\.Dialect"):
         mdp_zmq.Client(ep, version="0.1")  # type: ignore[arg-type]
     for bad in (5555, b"tcp://127.0.0.1:5", None):
         with pytest.raises(TypeError, match="endpoint must be a str"):
@@ -354,15 +354,15 @@ def test_worker_and_client_refuse_wrong_argument_types_at_construction() -> None
 
 def test_client_refuses_wrong_service_and_frame_types_at_the_call() -> None:
     with mdp_zmq.Client("tcp://127.0.0.1:5") as client:
-        with pytest.raises(TypeError, match="frame 0 must be bytes-like, not int"):
+        with pytest.raises(TypeError, match=r"frame 0 must be bytes, .* not int"):
             client.request("upper", 123)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="frame 1 must be bytes-like, not str"):
+        with pytest.raises(TypeError, match=r"frame 1 must be bytes, .* not str"):
             client.request("upper", b"ok", "text")  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="service must be str or bytes, not int"):
+        with pytest.raises(TypeError, match="service must be bytes-like or str, not int"):
             client.request(7, b"x")  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="frame 0 must be bytes-like"):
+        with pytest.raises(TypeError, match="frame 0 must be bytes, bytearray or memoryview"):
             client.stream("upper", None)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="name must be str or bytes"):
+        with pytest.raises(TypeError, match="name must be bytes-like or str"):
             client.service_exists(1.5)  # type: ignore[arg-type]
         assert client._sock is None  # nothing was sent, no socket opened
 

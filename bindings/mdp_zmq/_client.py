@@ -19,6 +19,8 @@ import zmq
 
 import mdp_core
 from mdp_core import (
+    BodyLike,
+    BytesLike,
     Dialect,
     FailureCause,
     FinalReply,
@@ -28,7 +30,6 @@ from mdp_core import (
     ResetConnection,
 )
 
-from ._args import BytesLike, check_dialect, frame_list, name_bytes
 from .glue import (
     TransportConfig,
     close_monitor,
@@ -99,8 +100,8 @@ class Client:
         normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
         self.endpoint = endpoint
         self.config = config
-        self.version = check_dialect(version)
-        self.core = mdp_core.Client(config, version)
+        self.core = mdp_core.Client(config, version)  # TypeError for a wrong config/version
+        self.version = version
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         self.clock = clock
@@ -127,8 +128,7 @@ class Client:
         empty service name, TypeError if ``service`` is not str or bytes or
         a frame is not bytes-like (the message names its index).
         """
-        body = frame_list(frames)
-        for reply in self._exchange(name_bytes(service, "service"), body, timeout, retries):
+        for reply in self._exchange(service, frames, timeout, retries):
             if isinstance(reply, FinalReply):
                 return list(reply.body)
         raise AssertionError("unreachable: an exchange ends with a FINAL or raises")
@@ -148,7 +148,8 @@ class Client:
         replaced). Raises like :meth:`request`; a wrong argument type at
         the call, the rest while iterating.
         """
-        name, body = name_bytes(service, "service"), frame_list(frames)
+        # Checked now, sent when the caller starts iterating.
+        name, body = mdp_core.as_service(service), mdp_core.as_body(frames)
         return (list(reply.body) for reply in self._exchange(name, body, timeout, retries))
 
     def service_exists(self, name: str | BytesLike) -> bool:
@@ -160,8 +161,8 @@ class Client:
         """
         if self._closed:
             raise RuntimeError("client is closed")
-        rid = self.core.service_exists(name_bytes(name, "name"), self.clock())
-        for reply in self._run(rid, b"mmi.service"):
+        rid = self.core.service_exists(name, self.clock())
+        for reply in self._run(rid):
             if isinstance(reply, FinalReply):
                 return mdp_core.mmi_service_found(reply)
         raise AssertionError("unreachable: an exchange ends with a FINAL or raises")
@@ -186,17 +187,17 @@ class Client:
 
     def _exchange(
         self,
-        service: bytes,
-        body: list[bytes],
+        service: str | BytesLike,
+        body: BodyLike,
         timeout: float | None,
         retries: int | None,
     ) -> Iterator[PartialReply | FinalReply]:
         if self._closed:
             raise RuntimeError("client is closed")
         rid = self.core.request(service, body, self.clock(), timeout, retries)
-        yield from self._run(rid, service)
+        yield from self._run(rid)
 
-    def _run(self, rid: int, service: bytes) -> Iterator[PartialReply | FinalReply]:
+    def _run(self, rid: int) -> Iterator[PartialReply | FinalReply]:
         """Drive the core until request ``rid`` ends: yield its PARTIAL and
         FINAL events; raise :class:`RequestTimeout` if it fails."""
         core = self.core
@@ -222,7 +223,7 @@ class Client:
                             return
                         elif isinstance(event, RequestFailed) and event.request_id == rid:
                             done = True
-                            raise RequestTimeout(service, event.reason, event.cause,
+                            raise RequestTimeout(event.service, event.reason, event.cause,
                                                  self.endpoint)
                         elif isinstance(event, ProtocolError):
                             log.debug("dropped: %s", shorten(event.reason))

@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 import zmq
 
 import mdp_core
-from mdp_core import BrokerLost, Dialect, RequestReceived
+from mdp_core import BrokerLost, BytesLike, Dialect, RequestReceived
 
-from ._args import BytesLike, check_dialect, name_bytes, reply_body
 from ._runner import Runner
 from .glue import (
     LogLimiter,
@@ -96,9 +95,10 @@ class Worker(Runner):
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
         self.endpoint = endpoint
-        self.service = name_bytes(service, "service")
         self.handler = handler
-        self.core = mdp_core.Worker(self.service, config, check_dialect(version))
+        # The core checks service, config and version (TypeError/ValueError).
+        self.core = mdp_core.Worker(service, config, version)
+        self.service = self.core.service
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         self.clock = clock
@@ -190,12 +190,11 @@ class Worker(Runner):
             result = self.handler(list(request.body))
             if isinstance(result, Iterator):
                 result = yield_partials(result, lambda body: self._partial(request, body))
-            final = reply_body(result)
             if self._mon is not None:
                 # The broker may have gone while the handler ran: learn it now, so
                 # the reply is not queued for whatever broker the socket reaches next.
                 self._watch_monitor(self.clock())
-            core.reply(request, final, self.clock())
+            core.reply(request, result, self.clock())
         except Exception as exc:
             if core.current is not request:
                 # The conversation ended while the handler ran: nothing to abandon.
@@ -210,7 +209,7 @@ class Worker(Runner):
         self.handled += 1
 
     def _partial(self, request: RequestReceived, body: object) -> None:
-        self.core.partial(request, reply_body(body), self.clock())
+        self.core.partial(request, body, self.clock())
         self._flush()
 
     def _flush(self) -> None:
