@@ -28,6 +28,7 @@ from mdp_zmq.glue import (
 )
 from zmq_support import BrokerThread, ProcSet, ThreadWorkers, free_tcp_endpoint, mdp_cli
 
+import mdp_core
 from mdp_core import (
     ClientConfig,
     ClientRequest,
@@ -37,6 +38,7 @@ from mdp_core import (
     Ready,
     RequestAbandoned,
     RequestDelivered,
+    RequestExpired,
     RequestRequeued,
     RequestUndelivered,
     WorkerConfig,
@@ -427,6 +429,40 @@ def test_an_unsendable_handler_result_abandons_the_request_and_the_worker_lives_
     assert broker.wait_count(RequestRequeued, 1)
     assert thread.is_alive()
     assert worker.handled == 2
+
+
+def test_handler_failures_are_logged_rate_limited_and_handler_error_without_traceback(
+    broker: BrokerThread, workers: ThreadWorkers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends requests a handler fails on cannot flood the
+    worker's log; HandlerError gives one line with no traceback."""
+
+    def handler(frames: list[bytes]) -> list[bytes]:
+        if frames[0] == b"bug":
+            raise KeyError("a bug")
+        raise mdp_zmq.HandlerError("bad request body")
+
+    caplog.set_level(logging.ERROR, logger="mdp_zmq.worker")
+    workers.start(broker.endpoint, "svc", handler, WorkerConfig(reconnect_delay=0.01))
+    assert broker.wait_count(WorkerReady, 1)
+    config = mdp_core.BrokerConfig()
+    with mdp_zmq.Client(broker.endpoint, ClientConfig(timeout=0.3, retries=0,
+                                                      diagnose_timeout=None)) as client:
+        with pytest.raises(mdp_zmq.RequestTimeout):
+            client.request("svc", b"bug")
+        for _ in range(12):
+            with pytest.raises(mdp_zmq.RequestTimeout):
+                client.request("svc", b"no")
+    # 13 requests, each tried max_attempts times: far more failures than lines.
+    assert broker.wait_count(RequestExpired, 13, timeout=30)
+    records = [r for r in caplog.records if r.name == "mdp_zmq.worker"]
+    failures = [r for r in records if "request abandoned" in r.getMessage()]
+    bugs = [r for r in failures if r.exc_info is not None]  # a bug: its traceback shown
+    assert len(bugs) == config.max_attempts and failures[:len(bugs)] == bugs
+    plain = failures[len(bugs):]
+    assert plain and all(r.exc_info is None and r.getMessage().endswith(
+        "request abandoned: bad request body") for r in plain)
+    assert len(failures) <= 5 < 13 * config.max_attempts
 
 
 # ------------------------------------------------------------------ SIGTERM

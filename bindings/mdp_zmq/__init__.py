@@ -11,7 +11,7 @@ from mdp_core import BrokerConfig, ClientConfig, Dialect, WorkerConfig
 
 from ._broker import Broker
 from ._client import Client, MdpZmqError, RequestTimeout
-from ._worker import Handler, Reply, Worker
+from ._worker import Handler, HandlerError, Reply, Worker
 from .glue import ConnectionTracker, TransportConfig
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ConnectionTracker",
     "Dialect",
     "Handler",
+    "HandlerError",
     "MdpZmqError",
     "Reply",
     "RequestTimeout",

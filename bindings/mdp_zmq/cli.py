@@ -35,7 +35,7 @@ from mdp_core import Dialect, FailureCause
 
 from ._broker import Broker
 from ._client import Client, MdpZmqError, RequestTimeout
-from ._worker import Handler, Worker
+from ._worker import Handler, HandlerError, Worker
 from .glue import TransportConfig, normalize_endpoint
 
 __all__ = ["CliError", "CommandFailed", "build_parser", "log_level", "main"]
@@ -57,7 +57,7 @@ class CliError(Exception):
         self.status = status
 
 
-class CommandFailed(Exception):
+class CommandFailed(HandlerError):
     """An ``--exec`` command failed on one request, which is then abandoned.
 
     The message is one line: how the command ended and its last stderr line.
@@ -271,22 +271,6 @@ def _exec_handler(argv: list[str]) -> Handler:
     return handler
 
 
-class _OneLineFailure(logging.Filter):
-    """The worker driver logs a handler's exception with its traceback; for a
-    :class:`CommandFailed` the message says everything, so the record becomes
-    one line: the driver's message, then the failure."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, CommandFailed):
-            record.msg, record.args = f"{record.getMessage()}: {exc}", ()
-            record.exc_info = record.exc_text = None
-        return True
-
-
-_ONE_LINE_FAILURE = _OneLineFailure()
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     """Serve SERVICE with --echo or --exec until SIGINT/SIGTERM."""
     delay, announce = args.delay, args.announce
@@ -302,7 +286,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         handler: Handler = echo
     else:
         handler = _exec_handler(args.exec)
-        logging.getLogger("mdp_zmq.worker").addFilter(_ONE_LINE_FAILURE)
     hb = args.heartbeat_interval
     given = {} if hb is None else {"heartbeat_interval": hb}
     worker = Worker(_connect_to(args), args.service, handler, mdp_core.WorkerConfig(**given),
