@@ -72,3 +72,10 @@ def test_recovery_bench_sees_redispatch_and_majortomo_never_replies(tmp_path: Pa
 def test_run_all_entry_point_parses_its_options() -> None:
     out = run_script([str(BENCH / "run_all.py"), "--help"], timeout=30)
     assert "--quick" in out
+
+
+def test_hostile_bench_reports_memory_and_log_volume_per_case() -> None:
+    out = run_script([str(BENCH / "hostile.py"), "logflood", "services", "--count", "200"])
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["logflood", "services"]
+    assert all("peak" in line and "lines" in line for line in lines)
