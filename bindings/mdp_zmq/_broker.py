@@ -22,17 +22,13 @@ import mdp_core
 from mdp_core import Event
 
 from ._runner import Runner
+from .engine import RouterEngine
 from .glue import (
     ConnectionTracker,
     LogLimiter,
     TransportConfig,
     close_monitor,
-    drain_monitor,
-    log_event,
     make_router,
-    recv_routed,
-    send_frames,
-    shorten,
     timeout_ms,
 )
 
@@ -40,13 +36,7 @@ __all__ = ["Broker"]
 
 log = logging.getLogger("mdp_zmq.broker")
 
-#: Messages read per loop turn before timers, monitor and sends get a turn.
-BATCH = 256
-#: Loop turns a known loss may wait for the ROUTER to be emptied (busy broker).
-MAX_LOSS_DEFERRAL = 4
-
 _POLLIN = int(zmq.POLLIN)
-_EVENTS = int(zmq.EVENTS)
 
 
 class Broker(Runner):
@@ -56,11 +46,12 @@ class Broker(Runner):
     resolved addresses, so ``tcp://127.0.0.1:*`` shows its port). ``run()``
     serves until :meth:`close` (from any thread) or, when run in the main
     thread, SIGINT/SIGTERM; on shutdown every live worker gets DISCONNECT
-    and the socket closes with a bounded linger. ``on_event`` is called in the broker's thread
-    with every core event (after it is logged; an exception it raises is
-    logged and ignored). Raises ``zmq.ZMQError`` if an endpoint cannot be
-    bound, ValueError if there is none or one is empty, TypeError if one
-    is not a str.
+    and the socket closes with a bounded linger. ``on_event`` is called in
+    the broker's thread with every core event (after it is logged; an
+    exception it raises is logged and ignored). The turn between two polls
+    is :class:`~mdp_zmq.engine.RouterEngine`'s, as in every driver. Raises
+    ``zmq.ZMQError`` if an endpoint cannot be bound, ValueError if there is
+    none or one is empty, TypeError if one is not a str.
     """
 
     _name = "broker"
@@ -81,21 +72,15 @@ class Broker(Runner):
         elif not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
             raise TypeError("endpoints must be a str or a sequence of str, not "
                             f"{type(endpoints).__name__}")
-        self.core = mdp_core.Broker(
-            config=config if config is not None else mdp_core.BrokerConfig()
-        )
+        self.core = mdp_core.Broker(config)
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
-        self.on_event = on_event
         self.clock = clock
-        self.tracker = ConnectionTracker()
-        #: Rate-limits this broker's repeated warnings (see LogLimiter).
-        self.log_limiter = LogLimiter(clock=clock)
-        self._lost: dict[bytes, None] = {}  # peers lost, in order, not yet told to the core
-        self._lost_turns = 0
         self._router, self._monitor, self.endpoints = make_router(
             self.context, endpoints, self.transport
         )
+        self.engine = RouterEngine(self.core, self._router, self._monitor, self.transport,
+                                   log=log, clock=clock, on_event=on_event)
         super().__init__()  # after the bind: nothing to release if it fails
 
     # --------------------------------------------------------------- public
@@ -105,154 +90,59 @@ class Broker(Runner):
         """The first bound endpoint (resolved)."""
         return self.endpoints[0]
 
+    @property
+    def tracker(self) -> ConnectionTracker:
+        """Which routing id came on which connection (the engine's)."""
+        return self.engine.tracker
+
+    @property
+    def log_limiter(self) -> LogLimiter:
+        """Rate-limits this broker's repeated warnings (the engine's; settable)."""
+        return self.engine.log_limiter
+
+    @log_limiter.setter
+    def log_limiter(self, limiter: LogLimiter) -> None:
+        self.engine.log_limiter = limiter
+
+    @property
+    def on_event(self) -> Callable[[Event], None] | None:
+        """The callback given every core event (settable before :meth:`run`)."""
+        return self.engine.on_event
+
+    @on_event.setter
+    def on_event(self, callback: Callable[[Event], None] | None) -> None:
+        self.engine.on_event = callback
+
     def _prepare(self) -> None:
         log.info("broker listening on %s", ", ".join(self.endpoints))
 
     # --------------------------------------------------------------- loop
 
     def _loop(self) -> None:
-        core, router, monitor, clock = self.core, self._router, self._monitor, self.clock
+        engine, router, monitor, clock = self.engine, self._router, self._monitor, self.clock
         waker = self._waker.fileno()
         # zmq.zmq_poll on a list built once: what zmq.Poller.poll does,
         # without its per-call argument handling and the dict built from its
         # result. With one request in flight the loop turns once per message.
         items: list[tuple[Any, int]] = [(router, _POLLIN), (monitor, _POLLIN), (waker, _POLLIN)]
-        poll, next_deadline, limiter = zmq.zmq_poll, core.next_deadline, self.log_limiter
+        poll = zmq.zmq_poll
         while not self._closing:
-            # One next_deadline() per turn: a deadline that the messages read
-            # below bring forward is met on the next turn (its poll won't wait).
-            deadline = wake_at = next_deadline()
-            due = limiter.next_due  # a summary of suppressed warnings to write
-            if due is not None and (wake_at is None or due < wake_at):
-                wake_at = due
-            wait = timeout_ms(wake_at, clock())
-            timeout = -1 if wait is None else wait
+            # One deadline per turn: one that the messages read below bring
+            # forward is met on the next turn (its poll won't wait).
+            wait = timeout_ms(engine.wake_at(), clock())
             router_ready = monitor_ready = woken = False
-            for item, _ in poll(items, timeout):
+            for item, _ in poll(items, -1 if wait is None else wait):
                 if item is router:
                     router_ready = True
                 elif item is monitor:
                     monitor_ready = True
                 else:
                     woken = True
-            now = clock()
             if monitor_ready:
-                self._drain_monitor()
-            drained = self._read(now) if router_ready or self._lost else True
-            if self._lost:
-                self._lost_turns += 1
-                if drained or self._lost_turns > MAX_LOSS_DEFERRAL:
-                    self._apply_losses(now)
-            if deadline is not None and now >= deadline:
-                core.tick(now)
-            self._flush(now)
-            self._report()
+                engine.monitor_ready()
+            engine.turn(clock(), router_ready)
             if woken:
                 self._waker.clear()
-
-    def _read(self, now: float) -> bool:
-        """Read up to BATCH messages; True if the socket was emptied."""
-        core, tracker, router = self.core, self.tracker, self._router
-        events = router.get
-        for _ in range(BATCH):
-            item = recv_routed(router)
-            if item is None:
-                return True
-            peer, frames, fd = item
-            if fd < 0 or tracker.knows(peer, fd) or self._admit(peer, fd, now):
-                core.receive(peer, frames, now)
-            # Ask ZMQ_EVENTS whether another message waits rather than let
-            # the next recv fail: a raised zmq.Again costs a few us more,
-            # paid once per message when requests come one at a time.
-            if not int(events(_EVENTS)) & _POLLIN:
-                return True
-        return False
-
-    def _admit(self, peer: bytes, fd: int, now: float) -> bool:
-        """Bind a routing id new to the tracker on ``fd``; False: drop the message."""
-        tracker = self.tracker
-        # Read the monitor first, so an fd reused by this new peer is not
-        # confused with the old one.
-        self._drain_monitor()
-        rival = tracker.rival(peer, fd)
-        if rival is not None and not self.transport.router_handover:
-            # libzmq ignores such a connection without handover; should one
-            # get through anyway, it must not end or take over the session.
-            if self.log_limiter.allow(log, logging.WARNING, "routing id claimed twice"):
-                log.warning("routing id %s came on a new connection (fd %d) while its "
-                            "connection on fd %d is open; message dropped",
-                            shorten(peer), fd, rival[0])
-            return False
-        if tracker.bind(peer, fd):
-            # Still queued from a closed connection: feed it, then the loss.
-            self._lost.setdefault(peer)
-        elif rival is not None or peer in self._lost:
-            # The same routing id on a new connection (handed over, or after
-            # the old one closed): the old session is over, before this message.
-            if rival is not None:
-                log.info("routing id %s handed over from fd %d to fd %d; its session ends",
-                         shorten(peer), rival[0], fd)
-            self._lost.pop(peer, None)
-            self.core.connection_lost(peer, now)
-        return True
-
-    def _drain_monitor(self) -> None:
-        """Feed the tracker every monitor event; collect the peers lost."""
-        tracker, lost = self.tracker, self._lost
-        for ev in drain_monitor(self._monitor):
-            if ev.event == zmq.EVENT_ACCEPTED:
-                gone = tracker.accepted(ev.value)
-            elif ev.event == zmq.EVENT_DISCONNECTED:
-                gone = tracker.disconnected(ev.value)
-            else:  # pragma: no cover - not subscribed
-                continue
-            for peer in gone:
-                lost.setdefault(peer)
-
-    def _apply_losses(self, now: float) -> None:
-        """Tell the core about lost peers, once their last messages are read.
-
-        libzmq queues a connection's messages before it reports the
-        disconnect, so reading the ROUTER until it is empty first lets a
-        worker's last FINAL (or DISCONNECT) count before its loss does, and
-        the request is not re-dispatched for nothing.
-        """
-        lost, self._lost = self._lost, {}
-        self._lost_turns = 0
-        for peer in lost:
-            self.core.connection_lost(peer, now)
-
-    def _flush(self, now: float) -> None:
-        core, router = self.core, self._router
-        while True:
-            out = core.outgoing()
-            if not out:
-                return
-            for peer, frames in out:
-                try:
-                    send_frames(router, [peer, *frames])
-                except zmq.Again:
-                    # The peer's queue is full: the core decides what that
-                    # means (requeue a REQUEST, RequestUndelivered for a reply)
-                    # before _report() settles this turn's events.
-                    core.send_failed(peer, frames, now)
-                except zmq.ZMQError as exc:
-                    if exc.errno != zmq.EHOSTUNREACH:
-                        raise
-                    # ROUTER_MANDATORY: the peer is gone (layer 1's backstop).
-                    self.tracker.forget(peer)
-                    core.connection_lost(peer, now)
-
-    def _report(self) -> None:
-        limiter = self.log_limiter
-        for event in self.core.events():
-            log_event(log, event, limiter)
-            if self.on_event is not None:
-                try:
-                    self.on_event(event)
-                except Exception:  # a bad callback must not take the broker down
-                    log.exception("on_event callback failed for %s", type(event).__name__)
-        limiter.flush()
 
     # --------------------------------------------------------------- shutdown
 
@@ -260,17 +150,9 @@ class Broker(Runner):
         if not self._finish():
             return
         try:
-            if not self._router.closed:
-                now = self.clock()
-                self.core.close(now)
-                try:
-                    self._flush(now)
-                except zmq.ZMQError as exc:  # pragma: no cover - best effort
-                    log.debug("flush at shutdown failed: %s", exc)
-                self._report()
+            self.engine.close(self.clock())
         finally:
             close_monitor(self._router, self._monitor)
             self._router.close()  # LINGER from TransportConfig bounds this
             self._waker.close()
-            self.log_limiter.flush(final=True)
             log.info("broker stopped")

@@ -1,0 +1,236 @@
+"""A broker's synchronous I/O turn, shared by every driver (blocking, async, gevent).
+
+A driver owns the waiting: ``zmq_poll`` in a thread, a task per socket on
+anyio, a greenlet on gevent. What happens once a socket may be readable is
+the same everywhere and lives here, in :class:`RouterEngine`:
+
+* read what the ROUTER holds (a batch at most, so timers and sends get a
+  turn) and feed it to :class:`mdp_core.Broker`, each message with its
+  connection checked by the :class:`~mdp_zmq.glue.ConnectionTracker`;
+* tell the core about lost connections once their last messages are read
+  (libzmq queues a connection's messages before it reports the drop, so a
+  worker's last FINAL counts before its loss does);
+* tick the core when its deadline has come;
+* send what the core queued without blocking, reporting a refused send
+  (a full queue) to ``Broker.send_failed`` and a peer that is gone
+  (``ROUTER_MANDATORY``'s EHOSTUNREACH) to ``Broker.connection_lost``;
+* log and hand on the core's events, rate-limited.
+
+Nothing here waits or decides anything about MDP: the core decides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import zmq
+
+import mdp_core
+from mdp_core import Event
+
+from .glue import (
+    ConnectionTracker,
+    LogLimiter,
+    TransportConfig,
+    drain_monitor,
+    log_event,
+    recv_routed,
+    send_frames,
+    shorten,
+)
+
+__all__ = ["BATCH", "MAX_LOSS_DEFERRAL", "RouterEngine"]
+
+#: Messages read per turn before timers, the monitor and sends get a turn.
+BATCH = 256
+#: Turns a known loss may wait for the ROUTER to be emptied (busy broker).
+MAX_LOSS_DEFERRAL = 4
+
+_POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
+_ACCEPTED = int(zmq.EVENT_ACCEPTED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+
+
+class RouterEngine:
+    """Runs a :class:`mdp_core.Broker` on a ROUTER socket and its monitor.
+
+    The driver calls :meth:`monitor_ready` when the monitor may be readable,
+    :meth:`turn` when the ROUTER may be readable or :meth:`wake_at` has
+    come, and :meth:`close` once at shutdown. All three run in the driver's
+    one I/O thread (task, greenlet) and never block. ``on_event`` gets every
+    core event after it is logged; an exception it raises is logged and
+    ignored. ``tracker`` and ``log_limiter`` are public for inspection.
+    """
+
+    def __init__(
+        self,
+        core: mdp_core.Broker,
+        router: zmq.Socket[bytes],
+        monitor: zmq.Socket[bytes],
+        transport: TransportConfig,
+        *,
+        log: logging.Logger,
+        clock: Callable[[], float],
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.core = core
+        self.router = router
+        self.monitor = monitor
+        self.transport = transport
+        self.log = log
+        self.on_event = on_event
+        self.tracker = ConnectionTracker()
+        #: Rate-limits the broker's repeated warnings (see LogLimiter).
+        self.log_limiter = LogLimiter(clock=clock)
+        self._lost: dict[bytes, None] = {}  # peers lost, in order, not yet told to the core
+        self._lost_turns = 0
+        self._deadline: float | None = None
+
+    # ------------------------------------------------------------ the driver's calls
+
+    def wake_at(self) -> float | None:
+        """When :meth:`turn` must run at the latest, even with nothing to read.
+
+        The core's next deadline (which the next turn acts on), or sooner a
+        summary of suppressed log lines; None: only when something happens.
+        """
+        self._deadline = wake = self.core.next_deadline()
+        due = self.log_limiter.next_due
+        if due is not None and (wake is None or due < wake):
+            wake = due
+        return wake
+
+    def monitor_ready(self) -> bool:
+        """Feed every monitor event to the tracker; True if a peer was found lost
+        (the driver then makes sure :meth:`turn` runs soon)."""
+        tracker, lost = self.tracker, self._lost
+        before = len(lost)
+        for ev in drain_monitor(self.monitor):
+            if ev.event == _ACCEPTED:
+                gone = tracker.accepted(ev.value)
+            elif ev.event == _DISCONNECTED:
+                gone = tracker.disconnected(ev.value)
+            else:  # pragma: no cover - not subscribed
+                continue
+            for peer in gone:
+                lost.setdefault(peer)
+        return len(lost) > before
+
+    def turn(self, now: float, readable: bool = True) -> bool:
+        """Read (if ``readable`` or a loss waits), tell losses, tick, send, report.
+
+        Returns False if it stopped reading with messages left (call it
+        again soon, after the other sockets had a turn).
+        """
+        lost = self._lost
+        drained = self._read(now) if readable or lost else True
+        if lost:
+            self._lost_turns += 1
+            if drained or self._lost_turns > MAX_LOSS_DEFERRAL:
+                self._apply_losses(now)
+        deadline = self._deadline
+        if deadline is not None and now >= deadline:
+            self.core.tick(now)
+        self._flush(now)
+        self._report()
+        return drained
+
+    def close(self, now: float) -> None:
+        """Shut the core down (every live worker gets DISCONNECT) and send that.
+
+        Best effort: a send that fails at this point is logged at DEBUG.
+        The driver closes the sockets afterwards.
+        """
+        if self.router.closed:
+            return
+        self.core.close(now)
+        try:
+            self._flush(now)
+        except zmq.ZMQError as exc:  # pragma: no cover - best effort
+            self.log.debug("flush at shutdown failed: %s", exc)
+        self._report()
+        self.log_limiter.flush(final=True)
+
+    # ------------------------------------------------------------ internals
+
+    def _read(self, now: float) -> bool:
+        core, tracker, router = self.core, self.tracker, self.router
+        events = router.get
+        for _ in range(BATCH):
+            item = recv_routed(router)
+            if item is None:
+                return True
+            peer, frames, fd = item
+            if fd < 0 or tracker.knows(peer, fd) or self._admit(peer, fd, now):
+                core.receive(peer, frames, now)
+            # Ask ZMQ_EVENTS whether another message waits rather than let
+            # the next recv fail: a raised zmq.Again costs a few us more,
+            # paid once per message when requests come one at a time.
+            if not int(events(_EVENTS)) & _POLLIN:
+                return True
+        return False
+
+    def _admit(self, peer: bytes, fd: int, now: float) -> bool:
+        """Bind a routing id new to the tracker on ``fd``; False: drop the message."""
+        tracker, log = self.tracker, self.log
+        # Read the monitor first, so an fd reused by this new peer is not
+        # confused with the old one.
+        self.monitor_ready()
+        rival = tracker.rival(peer, fd)
+        if rival is not None and not self.transport.router_handover:
+            # libzmq ignores such a connection without handover; should one
+            # get through anyway, it must not end or take over the session.
+            if self.log_limiter.allow(log, logging.WARNING, "routing id claimed twice"):
+                log.warning("routing id %s came on a new connection (fd %d) while its "
+                            "connection on fd %d is open; message dropped",
+                            shorten(peer), fd, rival[0])
+            return False
+        if tracker.bind(peer, fd):
+            # Still queued from a closed connection: feed it, then the loss.
+            self._lost.setdefault(peer)
+        elif rival is not None or peer in self._lost:
+            # The same routing id on a new connection (handed over, or after
+            # the old one closed): the old session is over, before this message.
+            if rival is not None:
+                log.info("routing id %s handed over from fd %d to fd %d; its session ends",
+                         shorten(peer), rival[0], fd)
+            self._lost.pop(peer, None)
+            self.core.connection_lost(peer, now)
+        return True
+
+    def _apply_losses(self, now: float) -> None:
+        lost, self._lost = self._lost, {}
+        self._lost_turns = 0
+        for peer in lost:
+            self.core.connection_lost(peer, now)
+
+    def _flush(self, now: float) -> None:
+        core, router = self.core, self.router
+        while out := core.outgoing():
+            for peer, frames in out:
+                try:
+                    send_frames(router, [peer, *frames])
+                except zmq.Again:
+                    # The peer's queue is full: the core decides what that
+                    # means (requeue a REQUEST, RequestUndelivered for a reply)
+                    # before _report() settles this turn's events.
+                    core.send_failed(peer, frames, now)
+                except zmq.ZMQError as exc:
+                    if exc.errno != zmq.EHOSTUNREACH:
+                        raise
+                    # ROUTER_MANDATORY: the peer is gone (layer 1's backstop).
+                    self.tracker.forget(peer)
+                    core.connection_lost(peer, now)
+
+    def _report(self) -> None:
+        limiter, log, on_event = self.log_limiter, self.log, self.on_event
+        for event in self.core.events():
+            log_event(log, event, limiter)
+            if on_event is not None:
+                try:
+                    on_event(event)
+                except Exception:  # a bad callback must not take the broker down
+                    log.exception("on_event callback failed for %s", type(event).__name__)
+        limiter.flush()
