@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
 import anyio
 import zmq
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from mdp_zmq.glue import (
     ConnectionTracker,
     MonitorEvent,
@@ -33,6 +32,7 @@ from mdp_zmq.glue import (
 import mdp_core
 from mdp_core import Event
 
+from ._background import Background
 from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
 
 __all__ = ["Broker"]
@@ -50,7 +50,7 @@ _ACCEPTED = int(zmq.EVENT_ACCEPTED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 
 
-class Broker:
+class Broker(Background):
     """An MDP broker on one ROUTER socket bound to ``endpoints``, for anyio apps.
 
     The socket is bound in the constructor (``endpoints`` then holds the
@@ -60,9 +60,11 @@ class Broker:
     serves in the background until the block ends. On the way out every
     live worker gets DISCONNECT and the socket closes with the bounded
     linger of ``transport``. A broker serves once: afterwards its socket is
-    closed. ``on_event`` is called in the pump's task with every core
-    event (after it is logged; an exception it raises is logged and
-    ignored). Raises ``zmq.ZMQError`` if an endpoint cannot be bound,
+    closed. ``on_event`` is called with every core event, after it is
+    logged, synchronously in the pump's turn (on asyncio from a loop
+    callback, not a task): it must not block, and hands async work to a
+    task, e.g. with a memory object stream's ``send_nowait``; an exception
+    it raises is logged and ignored. Raises ``zmq.ZMQError`` if an endpoint cannot be bound,
     ValueError if there is none.
     """
 
@@ -90,7 +92,6 @@ class Broker:
         self._lost_turns = 0
         self._deadline: float | None = None
         self._served = False
-        self._group: TaskGroup | None = None
 
     @property
     def endpoint(self) -> str:
@@ -116,28 +117,6 @@ class Broker:
                 await self._pump.run(self._turn)
         finally:
             self._shutdown()
-
-    async def __aenter__(self) -> Broker:
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        try:
-            await group.start(self.serve)
-        except BaseException as exc:
-            await group.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._group = group
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        group, self._group = self._group, None
-        assert group is not None
-        group.cancel_scope.cancel()
-        return await group.__aexit__(exc_type, exc, tb)
 
     # --------------------------------------------------------------- the pump
 

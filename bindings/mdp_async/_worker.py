@@ -34,6 +34,7 @@ from mdp_zmq.glue import (
 import mdp_core
 from mdp_core import BrokerLost, Dialect, NotCurrentRequest, RequestReceived
 
+from ._background import Background
 from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
 
 __all__ = ["AsyncHandler", "Body", "Worker"]
@@ -56,7 +57,7 @@ _FRAMES = (bytes, bytearray, memoryview, list, tuple)
 _NOTHING: Any = object()
 
 
-class Worker:
+class Worker(Background):
     """An MDP worker for ``service`` at ``endpoint``, for anyio apps (trio or asyncio).
 
     ``handler(frames)`` gets a request's body frames and is one of:
@@ -86,7 +87,8 @@ class Worker:
 
     ``concurrency=N`` holds N conversations (N sockets), so N requests
     are handled at once. ``await worker.serve()`` runs until cancelled and
-    sends DISCONNECT on every open conversation on the way out. Raises
+    sends DISCONNECT on every open conversation on the way out; ``async
+    with worker:`` serves in the background until the block ends. Raises
     ValueError for an empty service name or ``concurrency < 1``.
     """
 
@@ -139,6 +141,8 @@ class Worker:
                     tg.start_soon(lane.run)
                 task_status.started()
         finally:
+            for lane in self.lanes:
+                lane.close()  # those a failed open() left behind
             log.info("worker for %s stopped", self.service.decode(errors="replace"))
 
 
@@ -160,7 +164,7 @@ class _Lane:
             try:
                 delay = await self._converse()
             finally:
-                self._close()
+                self.close()
             log.info("reconnecting in %.2f s", delay)
             await anyio.sleep(delay)
             self.open()
@@ -246,7 +250,7 @@ class _Lane:
         """The one place a send refused for a full queue ends up."""
         log.warning("send queue to broker full; message dropped")
 
-    def _close(self) -> None:
+    def close(self) -> None:
         """End the conversation (DISCONNECT if still open), send it, close."""
         if self.sock is None:
             return
