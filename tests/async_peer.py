@@ -8,7 +8,8 @@ and ``started pid=<pid>`` when a job starts. SIGTERM or SIGINT stops it
 cleanly (the broker DISCONNECTs its workers, the worker its broker).
 
 Run: ``python tests/async_peer.py --backend trio broker --bind tcp://127.0.0.1:5555``
-or ``python tests/async_peer.py --backend asyncio worker echo --connect ... --delay 30``.
+or ``python tests/async_peer.py --backend asyncio worker echo --connect ... --delay 30``
+(``--heartbeat``, ``--zmtp-heartbeat``, ``--zmtp-timeout`` after the role, as for ``mdp``).
 """
 
 from __future__ import annotations
@@ -64,9 +65,6 @@ def main(argv: list[str]) -> None:
     """Parse, build the broker or worker, serve until SIGTERM/SIGINT."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", choices=["trio", "asyncio"], default="trio")
-    p.add_argument("--heartbeat", type=float, default=2.5, help="MDP heartbeat interval")
-    p.add_argument("--zmtp-heartbeat", type=float, default=1.0)
-    p.add_argument("--zmtp-timeout", type=float, default=0.0)
     sub = p.add_subparsers(dest="role", required=True)
     b = sub.add_parser("broker")
     b.add_argument("--bind", action="append", required=True)
@@ -75,6 +73,10 @@ def main(argv: list[str]) -> None:
     w.add_argument("--connect", required=True)
     w.add_argument("--delay", type=float, default=0.0)
     w.add_argument("--mdp", choices=sorted(VERSIONS), default="0.2")
+    for sp in (b, w):  # after the role, as the `mdp` command takes them
+        sp.add_argument("--heartbeat", type=float, default=2.5, help="MDP heartbeat interval")
+        sp.add_argument("--zmtp-heartbeat", type=float, default=1.0)
+        sp.add_argument("--zmtp-timeout", type=float, default=0.0)
     args = p.parse_args(argv)
     served = broker(args) if args.role == "broker" else worker(args)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: as Ctrl-C
