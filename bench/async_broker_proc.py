@@ -3,8 +3,8 @@
 The async twin of ``broker_proc.py``: each event named on the command
 line is printed as ``event <Name> <monotonic>`` (CLOCK_MONOTONIC, shared
 by all processes on Linux). Prints ``listening <endpoint>`` once bound.
-Runs ``anyio.run(broker.serve, backend=...)``, as the ``mdp`` command
-does for ``--driver trio``/``asyncio``; stops on SIGTERM/SIGINT.
+Serves under ``anyio.run(..., backend=...)``, as the ``mdp`` command does
+for ``--driver trio``/``asyncio``; stops cleanly on SIGTERM/SIGINT.
 
 Run: ``python bench/async_broker_proc.py tcp://127.0.0.1:* --backend trio RequestRequeued``.
 """
@@ -12,7 +12,6 @@ Run: ``python bench/async_broker_proc.py tcp://127.0.0.1:* --backend trio Reques
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
 import time
@@ -41,9 +40,15 @@ def main(argv: list[str]) -> None:
 
     broker = mdp_async.Broker(a.endpoint, on_event=on_event)
     print("listening " + broker.endpoint, flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: as Ctrl-C
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(broker.serve, backend=a.backend)
+    anyio.run(serve_until_signal, broker, backend=a.backend)
+
+
+async def serve_until_signal(broker: mdp_async.Broker) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with broker:
+            async for _ in signals:
+                return
 
 
 if __name__ == "__main__":

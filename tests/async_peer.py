@@ -15,7 +15,6 @@ or ``python tests/async_peer.py --backend asyncio worker echo --connect ... --de
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
@@ -79,9 +78,15 @@ def main(argv: list[str]) -> None:
         sp.add_argument("--zmtp-timeout", type=float, default=0.0)
     args = p.parse_args(argv)
     served = broker(args) if args.role == "broker" else worker(args)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM: as Ctrl-C
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(served.serve, backend=args.backend)
+    anyio.run(serve_until_signal, served, backend=args.backend)
+
+
+async def serve_until_signal(served: mdp_async.Broker | mdp_async.Worker) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with served:
+            async for _ in signals:
+                return
 
 
 if __name__ == "__main__":

@@ -8,8 +8,13 @@ blocking calls run in a worker thread so the loop keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -363,3 +368,52 @@ async def test_misuse_raises_at_once() -> None:
     client = Client(broker.endpoint)
     with pytest.raises(RuntimeError, match="async with"):
         await client.request("echo", b"x")
+
+
+# ------------------------------------------------------------------ how apps and the CLI run it
+# (not async tests: each runs its own loop, as an application would)
+
+SERVE_UNTIL_CTRL_C = """
+import sys, anyio, mdp_async
+broker = mdp_async.Broker("tcp://127.0.0.1:*")
+print(broker.endpoint, flush=True)
+try:
+    anyio.run(broker.serve, backend=sys.argv[1])
+except KeyboardInterrupt:  # a plain one, not inside an exception group
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_ctrl_c_stops_anyio_run_of_serve_cleanly_with_a_plain_keyboard_interrupt(
+    backend: str,
+) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_UNTIL_CTRL_C, backend],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        assert proc.stdout is not None
+        raw = RawWorker(ctx, proc.stdout.readline().strip(), b"svc", "0.2")
+        raw.open()
+        raw.send("HEARTBEAT")
+        time.sleep(0.3)  # the broker registers it (nothing to observe from outside)
+        proc.send_signal(signal.SIGINT)
+        raw.expect_disconnect(10.0)  # workers still get DISCONNECT
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 130, err
+        raw.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        ctx.destroy(linger=0)
+
+
+def test_it_runs_under_plain_asyncio_run_without_anyio_run() -> None:
+    async def main() -> list[bytes]:
+        rec = Recorder()
+        async with Broker("tcp://127.0.0.1:*", on_event=rec) as broker, \
+                Worker(broker.endpoint, "echo", echo), Client(broker.endpoint, ONE_SHOT) as c:
+            return await c.request("echo", b"plain asyncio")
+
+    assert asyncio.run(main()) == [b"plain asyncio"]

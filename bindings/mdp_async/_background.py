@@ -1,16 +1,41 @@
-"""``async with`` for the drivers that serve: ``serve()`` in a background task."""
+"""What the drivers that serve share: ``async with``, and Ctrl-C out of a task group."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-__all__ = ["Background"]
+if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["Background", "plain_interrupt"]
 
 _S = TypeVar("_S", bound="Background")
+
+
+@contextlib.contextmanager
+def plain_interrupt() -> Iterator[None]:
+    """Let a Ctrl-C leave a task group as a plain KeyboardInterrupt.
+
+    anyio's task groups wrap what they raise in an exception group; on trio
+    that includes the KeyboardInterrupt of a Ctrl-C, which ``except
+    KeyboardInterrupt`` (say, in ``anyio.run(broker.serve)``'s caller) would
+    not catch. A group holding only KeyboardInterrupts becomes one.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        rest = group.subgroup(lambda e: not isinstance(e, (KeyboardInterrupt,
+                                                           BaseExceptionGroup)))
+        if rest is None:
+            raise KeyboardInterrupt from group
+        raise
 
 
 class Background:

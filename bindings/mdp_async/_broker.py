@@ -32,7 +32,7 @@ from mdp_zmq.glue import (
 import mdp_core
 from mdp_core import Event
 
-from ._background import Background
+from ._background import Background, plain_interrupt
 from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
 
 __all__ = ["Broker"]
@@ -103,7 +103,8 @@ class Broker(Background):
 
         ``task_status`` is for ``tg.start(broker.serve)``, which returns
         once the broker is serving. Raises RuntimeError if this broker
-        already served.
+        already served; a Ctrl-C comes out as a plain KeyboardInterrupt
+        (after the clean shutdown), also on trio.
         """
         if self._served:
             raise RuntimeError("this broker already served; make a new one")
@@ -111,10 +112,11 @@ class Broker(Background):
         self._pump = make_pump(self._router)
         log.info("broker listening on %s", ", ".join(self.endpoints))
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch_monitor, self._monitor, self._on_monitor)
-                task_status.started()
-                await self._pump.run(self._turn)
+            with plain_interrupt():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(watch_monitor, self._monitor, self._on_monitor)
+                    task_status.started()
+                    await self._pump.run(self._turn)
         finally:
             self._shutdown()
 

@@ -19,6 +19,7 @@ Only the pump waits on its socket's fd. A socket is closed with
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import sys
 from collections.abc import Callable
@@ -96,8 +97,15 @@ class Pump:
 
 
 class _TrioPump(Pump):
-    """A task loop: the turn, then a trio cancel scope (the deadline;
-    :meth:`wake` cancels it) around ``trio.lowlevel.wait_readable``."""
+    """A task loop: the turn, then ``trio.lowlevel.wait_readable`` in a trio
+    cancel scope whose deadline is the turn's; :meth:`wake` cancels it.
+
+    One scope serves every wait until it is cancelled (by its deadline or
+    a wake), and only then is a new one entered: entering a scope costs
+    more than the rest of a wait, and in a busy broker neither happens
+    often. Turns are synchronous, so a cancellation can only land in the
+    wait or the checkpoint, never inside a turn.
+    """
 
     __slots__ = ("_scope", "_trio")
 
@@ -110,24 +118,30 @@ class _TrioPump(Pump):
         """See :meth:`Pump.run`."""
         self._begin()
         lib, clock, sock, fd = self._trio, self.clock, self.sock, self.fd
-        scope_of, wait_readable = lib.CancelScope, lib.lowlevel.wait_readable
-        checkpoint = lib.lowlevel.checkpoint
+        wait_readable, checkpoint = lib.lowlevel.wait_readable, lib.lowlevel.checkpoint
         while True:
-            drained, deadline = turn(clock())
-            if self._stopped:
-                return self._result
-            if not drained:
-                await checkpoint()  # messages left: let the others in first
-            elif self._woken:
-                self._woken = False
-            elif not int(sock.get(_EVENTS)) & _POLLIN:
-                with scope_of(deadline=_INF if deadline is None else deadline) as scope:
-                    self._scope = scope
-                    try:
-                        await wait_readable(fd)
-                    finally:
+            with lib.CancelScope() as scope:
+                self._scope = scope
+                armed = _INF
+                while True:
+                    drained, deadline = turn(clock())
+                    if self._stopped:
                         self._scope = None
-                self._woken = False
+                        return self._result
+                    if not drained:
+                        await checkpoint()  # messages left: let the others in first
+                        continue
+                    if self._woken:
+                        break
+                    if int(sock.get(_EVENTS)) & _POLLIN:
+                        continue  # never wait while the socket says it is readable
+                    if deadline is None:
+                        deadline = _INF
+                    if deadline != armed:
+                        scope.deadline = armed = deadline
+                    await wait_readable(fd)
+            self._scope = None
+            self._woken = False
 
     def wake(self) -> None:
         """See :meth:`Pump.wake`."""
@@ -148,9 +162,15 @@ class _AsyncioPump(Pump):
     a readiness that comes while no run is active unregisters it and an
     fd nobody reads cannot keep the loop spinning. The timer is kept while
     the deadline stays the same.
+
+    The turn runs in a copy of :meth:`run`'s context in which sniffio (if
+    installed) names asyncio, as ``anyio.run`` has it: outside a task
+    sniffio could not tell, and a turn may call anyio (a worker's turn
+    starts its jobs' tasks) even in an app started with ``asyncio.run``.
     """
 
-    __slots__ = ("_done", "_loop", "_reading", "_soon", "_timer", "_timer_at", "_turn")
+    __slots__ = ("_ctx", "_done", "_loop", "_reading", "_soon", "_timer", "_timer_at",
+                 "_turn")
 
     def __init__(self, sock: zmq.Socket[bytes], loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(sock, loop.time)
@@ -161,11 +181,16 @@ class _AsyncioPump(Pump):
         self._soon = False  # a _step is scheduled with call_soon
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = _NAN  # NaN equals nothing: the first turn arms
+        self._ctx = contextvars.copy_context()
 
     async def run(self, turn: Turn) -> Any:
         """See :meth:`Pump.run`."""
         self._begin()
         loop = self._loop
+        self._ctx = ctx = contextvars.copy_context()
+        sniffio = sys.modules.get("sniffio")
+        if sniffio is not None:
+            ctx.run(sniffio.current_async_library_cvar.set, "asyncio")
         done = self._done = loop.create_future()
         self._turn = turn
         if not self._reading:
@@ -188,7 +213,7 @@ class _AsyncioPump(Pump):
         if turn is None or done is None or done.done():
             return
         try:
-            drained, deadline = turn(self._loop.time())
+            drained, deadline = self._ctx.run(turn, self._loop.time())
         except Exception as exc:  # ends run() with it, in the waiting task
             done.set_exception(exc)
             return

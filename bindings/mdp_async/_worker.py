@@ -34,7 +34,7 @@ from mdp_zmq.glue import (
 import mdp_core
 from mdp_core import BrokerLost, Dialect, NotCurrentRequest, RequestReceived
 
-from ._background import Background
+from ._background import Background, plain_interrupt
 from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
 
 __all__ = ["AsyncHandler", "Body", "Worker"]
@@ -127,7 +127,9 @@ class Worker(Background):
         """Register with the broker and serve until cancelled (then DISCONNECT).
 
         ``task_status`` is for ``tg.start(worker.serve)``, which returns once
-        every READY is queued. Raises RuntimeError if this worker already served.
+        every READY is queued. Raises RuntimeError if this worker already
+        served; a Ctrl-C comes out as a plain KeyboardInterrupt (after the
+        DISCONNECTs), also on trio.
         """
         if self._served:
             raise RuntimeError("this worker already served; make a new one")
@@ -135,11 +137,12 @@ class Worker(Background):
         log.info("worker for %s connecting to %s (%d conversation(s))",
                  self.service.decode(errors="replace"), self.endpoint, len(self.lanes))
         try:
-            async with anyio.create_task_group() as tg:
-                for lane in self.lanes:
-                    lane.open()
-                    tg.start_soon(lane.run)
-                task_status.started()
+            with plain_interrupt():
+                async with anyio.create_task_group() as tg:
+                    for lane in self.lanes:
+                        lane.open()
+                        tg.start_soon(lane.run)
+                    task_status.started()
         finally:
             for lane in self.lanes:
                 lane.close()  # those a failed open() left behind
