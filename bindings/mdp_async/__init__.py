@@ -20,16 +20,16 @@ from mdp_core import BrokerConfig, ClientConfig, Dialect, WorkerConfig
 
 from ._broker import Broker
 from ._client import Client
-from ._worker import AsyncHandler, Body, Worker
+from ._worker import Body, Handler, Worker
 
 __all__ = [
-    "AsyncHandler",
     "Body",
     "Broker",
     "BrokerConfig",
     "Client",
     "ClientConfig",
     "Dialect",
+    "Handler",
     "RequestTimeout",
     "TransportConfig",
     "Worker",

@@ -37,16 +37,19 @@ from mdp_core import BrokerLost, Dialect, NotCurrentRequest, RequestReceived
 from ._background import Background, plain_interrupt
 from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
 
-__all__ = ["AsyncHandler", "Body", "Worker"]
+__all__ = ["Body", "Handler", "Worker"]
 
 log = logging.getLogger("mdp_async.worker")
 
-#: One reply body: one frame, or a sequence of frames.
 Body = bytes | Sequence[bytes]
-#: A request handler: ``async def handler(frames) -> Body``, or an async
-#: generator function whose items are PARTIALs and whose last item is the
-#: FINAL (see :class:`Worker` for plain functions).
-AsyncHandler = Callable[[list[bytes]], Awaitable[Body] | AsyncIterator[Body]]
+"""One reply body: one frame, or a sequence of frames."""
+
+Handler = Callable[
+    [list[bytes]], Awaitable[Body] | AsyncIterator[Body] | Body | Iterator[Body]]
+"""A request handler, given the request's body frames: ``async def`` returning
+a :data:`Body`, an async generator function whose items are PARTIALs and
+whose last item is the FINAL, or a plain function returning a Body or a
+generator (items PARTIALs, return value the FINAL); see :class:`Worker`."""
 
 _BATCH = 64
 _EVENTS = int(zmq.EVENTS)
@@ -96,7 +99,7 @@ class Worker(Background):
         self,
         endpoint: str,
         service: str | bytes,
-        handler: Callable[[list[bytes]], Any],
+        handler: Handler,
         config: mdp_core.WorkerConfig | None = None,
         version: Dialect = Dialect.MDP02,
         *,
@@ -299,7 +302,7 @@ class _Lane:
             if inspect.isawaitable(result):
                 result = await result
         if isinstance(result, _FRAMES):
-            return result  # type: ignore[return-value]
+            return result
         if isinstance(result, AsyncIterator):
             return await self._stream_async(request, result)
         if isinstance(result, Iterator):
