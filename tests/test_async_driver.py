@@ -417,3 +417,20 @@ def test_it_runs_under_plain_asyncio_run_without_anyio_run() -> None:
             return await c.request("echo", b"plain asyncio")
 
     assert asyncio.run(main()) == [b"plain asyncio"]
+
+
+async def test_a_drop_seen_while_idle_does_not_cost_the_next_request_an_attempt() -> None:
+    # The broker restarts between two requests: the client's socket saw its
+    # connection drop while nothing was outstanding, then reconnected. The
+    # next request, sent after that, was never lost with a connection.
+    endpoint = free_tcp_endpoint()
+    async with Client(endpoint, ClientConfig(timeout=5.0, retries=0), pool_size=1) as client:
+        for n in range(2):
+            rec = Recorder()
+            async with await rebind(endpoint, on_event=rec) as broker, \
+                    Worker(broker.endpoint, "echo", echo):
+                await rec.wait_count(WorkerReady, 1)
+                assert await client.request("echo", b"%d" % n) == [b"%d" % n]
+            with anyio.fail_after(10):  # the client's monitor has seen the drop
+                while not client._pairs[0].dropped:
+                    await anyio.sleep(0.01)

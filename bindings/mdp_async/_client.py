@@ -105,9 +105,10 @@ class Client:
         """
         name = _b(service)
         async with self._pair() as pair:
-            rid = pair.core.request(name, list(frames), anyio.current_time(), timeout, retries)
+            pair.begin(pair.core.request(name, list(frames), anyio.current_time(), timeout,
+                                         retries), name)
             while True:
-                for reply in await pair.step(rid, name):
+                for reply in await pair.step():
                     if isinstance(reply, FinalReply):
                         return list(reply.body)
 
@@ -128,9 +129,10 @@ class Client:
         """
         name = _b(service)
         async with self._pair() as pair:
-            rid = pair.core.request(name, list(frames), anyio.current_time(), timeout, retries)
+            pair.begin(pair.core.request(name, list(frames), anyio.current_time(), timeout,
+                                         retries), name)
             while True:
-                replies = await pair.step(rid, name)
+                replies = await pair.step()
                 for reply in replies:
                     yield list(reply.body)
                 if replies and isinstance(replies[-1], FinalReply):
@@ -144,9 +146,9 @@ class Client:
         the broker does not implement MMI.
         """
         async with self._pair() as pair:
-            rid = pair.core.service_exists(_b(name), anyio.current_time())
+            pair.begin(pair.core.service_exists(_b(name), anyio.current_time()), b"mmi.service")
             while True:
-                for reply in await pair.step(rid, b"mmi.service"):
+                for reply in await pair.step():
                     if isinstance(reply, FinalReply):
                         return mdp_core.mmi_service_found(reply)
 
@@ -231,12 +233,20 @@ class _Pair:
         self._rid = 0
         self._service = b""
 
-    async def step(self, rid: int, service: bytes) -> list[PartialReply | FinalReply]:
-        """Drive the core until request ``rid`` has news: its replies in order.
+    def begin(self, rid: int, service: bytes) -> None:
+        """Request ``rid`` to ``service`` is queued in the core, not sent yet.
+
+        A drop the monitor reported before is not this request's loss: the
+        DEALER queues it until it is connected again.
+        """
+        self._rid, self._service = rid, service
+        self.dropped = False
+
+    async def step(self) -> list[PartialReply | FinalReply]:
+        """Drive the core until the request has news: its replies in order.
 
         Raises :class:`RequestTimeout` when the core gives up on it.
         """
-        self._rid, self._service = rid, service
         while True:
             if self.sock is None:
                 self._open()
