@@ -23,6 +23,7 @@ import anyio.to_thread
 import mdp_async
 import pytest
 import zmq
+from async_support import Recorder, rebind, serving
 from mdp_async import Broker, Client, Worker
 from rfc_peers import RawWorker
 from zmq_support import free_tcp_endpoint
@@ -31,7 +32,6 @@ from mdp_core import (
     BrokerConfig,
     ClientConfig,
     Dialect,
-    Event,
     RequestAbandoned,
     RequestDelivered,
     RequestRequeued,
@@ -45,50 +45,8 @@ pytestmark = pytest.mark.anyio
 ONE_SHOT = ClientConfig(timeout=5.0, retries=0)
 
 
-class Recorder:
-    """A broker's ``on_event``: keeps the events, lets a task wait for one."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def wait_count(self, kind: type[Event], n: int, timeout: float = 10.0) -> None:
-        with anyio.fail_after(timeout):
-            while len(self.of(kind)) < n:
-                await self._changed.wait()
-
-
-@contextlib.asynccontextmanager
-async def serving(*services: Any) -> AsyncIterator[None]:
-    """``async with`` every broker/worker given, innermost last."""
-    async with contextlib.AsyncExitStack() as stack:
-        for s in services:
-            await stack.enter_async_context(s)
-        yield
-
-
 async def echo(frames: list[bytes]) -> list[bytes]:
     return frames
-
-
-async def rebind(endpoint: str, **kwargs: Any) -> Broker:
-    """A broker on ``endpoint``, once the last one's socket let go of it."""
-    with anyio.fail_after(10):
-        while True:
-            try:
-                return Broker(endpoint, **kwargs)
-            except zmq.ZMQError as exc:  # libzmq closes a socket in the background
-                if exc.errno != zmq.EADDRINUSE:
-                    raise
-            await anyio.sleep(0.02)
 
 
 # ------------------------------------------------------------------ round trips

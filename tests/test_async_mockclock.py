@@ -20,8 +20,8 @@ import pytest
 import trio
 import trio.testing
 import zmq
+from async_support import Recorder
 from rfc_peers import MDPW02, W02_COMMANDS, RawWorker
-from test_async_driver import Recorder
 from zmq_support import free_tcp_endpoint
 
 from mdp_core import BrokerConfig, ClientConfig, WorkerConfig, WorkerLost, WorkerReady

@@ -24,8 +24,8 @@ import mdp_async
 import mdp_zmq
 import pytest
 import zmq
+from async_support import Recorder, serving
 from rfc_peers import RawBroker
-from test_async_driver import Recorder, serving
 from zmq_support import ProcSet, ThreadWorkers, free_tcp_endpoint, mdp_cli
 
 from mdp_core import (
