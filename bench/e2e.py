@@ -10,6 +10,9 @@ started once and kept running; only one is loaded at a time):
   broker, LRU idle workers): the floor for any MDP broker when many
   requests are in flight;
 * ``mdp_zmq``: our blocking broker, ``python -m mdp_zmq broker`` (CLI defaults);
+* ``mdp_async-trio``, ``mdp_async-asyncio``: our async broker
+  (``bench/async_broker_proc.py``: ``anyio.run(mdp_async.Broker(...).serve)``
+  on trio or asyncio, default settings);
 * ``majortomo``: ``python -m majortomo.broker`` with its CLI defaults (it
   logs one INFO line per reply to stderr, sent to /dev/null here);
 * ``majortomo-quiet``: the same with logging at WARNING (``-c`` config file),
@@ -45,7 +48,9 @@ import zmq
 from _common import PY, Procs, fmt_num, md_table, med, pct, pyplot, save_json, wait_line
 
 C02 = b"MDPC02"
-CONTENDERS = ["floor", "floor-lru", "mdp_zmq", "majortomo", "majortomo-quiet"]
+CONTENDERS = ["floor", "floor-lru", "mdp_zmq", "mdp_async-trio", "mdp_async-asyncio",
+              "majortomo", "majortomo-quiet"]
+ASYNC = {"mdp_async-trio": "trio", "mdp_async-asyncio": "asyncio"}
 QUIET_YAML = "logging: {handlers: {console: {level: WARNING}}, root: {level: WARNING}}\n"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -96,6 +101,12 @@ def start(procs: Procs, name: str, tmp: str, workers: int) -> Contender:
         b = procs.start([PY, "-m", "mdp_zmq", "broker", "--bind", port_ep], stdout=True)
         assert b.stdout is not None
         ep = wait_line(b.stdout, "mdp broker listening on ", 10).split()[-1]
+        dialect = "mdp02"
+    elif name in ASYNC:
+        b = procs.start([PY, "bench/async_broker_proc.py", port_ep, "--backend", ASYNC[name]],
+                        stdout=True)
+        assert b.stdout is not None
+        ep = wait_line(b.stdout, "listening ", 10).split()[1]
         dialect = "mdp02"
     else:
         from _common import free_port
@@ -329,12 +340,19 @@ def targets(cs: list[Contender]) -> dict[str, object]:
     if "mdp_zmq" not in names:
         return out
 
-    def check(key: str, mode: str, ref: str, goal: float, strict: bool = False) -> None:
-        r = paired(cs, mode, "mdp_zmq", ref)
+    def check(key: str, mode: str, ref: str, goal: float, strict: bool = False,
+              who: str = "mdp_zmq") -> None:
+        r = paired(cs, mode, who, ref)
         ok = r > goal if strict else r >= goal
         out[key] = r
-        lines.append(f"{mode}: mdp_zmq = {r:.2f} x {ref} (target {'>' if strict else '>='} "
+        lines.append(f"{mode}: {who} = {r:.2f} x {ref} (target {'>' if strict else '>='} "
                      f"{goal:g}): {'MET' if ok else 'MISSED'}")
+
+    # issue 10: the async broker against the blocking one, same run.
+    for name in ASYNC:
+        if name in names:
+            for mode, short in (("sequential", "seq"), ("concurrent", "con")):
+                check(f"{short}_{name}_vs_mdp_zmq", mode, "mdp_zmq", 0.8, who=name)
 
     if "floor" in names:
         check("seq_vs_floor", "sequential", "floor", 0.85)

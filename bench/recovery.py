@@ -12,6 +12,9 @@ the broker re-dispatches the request).
   their CLOCK_MONOTONIC time): kill -> ``WorkerLost`` (loss noticed), kill ->
   ``RequestRequeued`` (re-dispatched; the REQUEST to the spare is already
   sent when the event is reported), kill -> reply at the client.
+* ``mdp_async-trio``, ``mdp_async-asyncio``: the same with our async broker
+  (``bench/async_broker_proc.py``, ``anyio.run(mdp_async.Broker(...).serve)``
+  on trio or asyncio), measured the same way, interleaved with ``mdp_zmq``.
 * ``majortomo``: ``python -m majortomo.broker`` (defaults, logging at
   WARNING). It never re-dispatches a busy worker's request; each kill is
   reported as "no reply within ``--client-timeout``". Because each costs
@@ -47,6 +50,9 @@ from _common import (
 
 C02 = b"MDPC02"
 QUIET_YAML = "logging: {handlers: {console: {level: WARNING}}, root: {level: WARNING}}\n"
+OURS = {"mdp_zmq": [PY, "bench/broker_proc.py"],
+        "mdp_async-trio": [PY, "bench/async_broker_proc.py", "--backend", "trio"],
+        "mdp_async-asyncio": [PY, "bench/async_broker_proc.py", "--backend", "asyncio"]}
 
 
 class Setup:
@@ -55,10 +61,10 @@ class Setup:
     def __init__(self, name: str, procs: Procs, tmp: str) -> None:
         self.name = name
         self.procs = procs
-        if name == "mdp_zmq":
+        if name in OURS:
             self.broker = procs.start(
-                [PY, "bench/broker_proc.py", "tcp://127.0.0.1:*", "RequestRequeued",
-                 "WorkerLost", "WorkerReady"], stdout=True)
+                [*OURS[name], "tcp://127.0.0.1:*", "RequestRequeued", "WorkerLost",
+                 "WorkerReady"], stdout=True)
             assert self.broker.stdout is not None
             self.ep = wait_line(self.broker.stdout, "listening ", 10).split()[1]
             self.dialect = "mdp02"
@@ -104,7 +110,7 @@ class Setup:
     def events(self, timeout: float) -> dict[str, float]:
         """The broker's reported events (name -> first time) until quiet."""
         out: dict[str, float] = {}
-        if self.name != "mdp_zmq":
+        if self.name not in OURS:
             return out
         assert self.broker.stdout is not None
         while True:
@@ -157,7 +163,7 @@ def summarize(name: str, runs: list[dict[str, float | None]], timeout: float) ->
                       ("reply", "SIGKILL -> reply at the client")):
         vals = [r[key] for r in runs if r[key] is not None]
         missing = len(runs) - len(vals)
-        if name != "mdp_zmq" and key != "reply":
+        if name not in OURS and key != "reply":
             continue
         if not vals:
             rows.append([name, what, len(runs), "never", "never",
@@ -169,22 +175,24 @@ def summarize(name: str, runs: list[dict[str, float | None]], timeout: float) ->
     return rows
 
 
-def chart(path: str, runs: list[dict[str, float | None]]) -> None:
-    """CDF of kill -> re-dispatch and kill -> reply for mdp_zmq."""
+def chart(path: str, by: dict[str, list[dict[str, float | None]]]) -> None:
+    """CDF of kill -> re-dispatch and kill -> reply for each of our brokers."""
     plt = pyplot()
     if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("requeued", "SIGKILL -> re-dispatch (broker event)"),
-                       ("reply", "SIGKILL -> reply at client")):
-        vals = sorted(r[key] * 1e3 for r in runs if r[key] is not None)  # type: ignore[operator]
-        if vals:
-            ax.step(vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post",
-                    label=label)
+    for name, runs in by.items():
+        for key, label in (("requeued", "re-dispatch (broker event)"),
+                           ("reply", "reply at client")):
+            vals = sorted(r[key] * 1e3 for r in runs if r[key] is not None)  # type: ignore[operator]
+            if vals:
+                ax.step(vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post",
+                        label=f"{name}: SIGKILL -> {label}")
     ax.axvline(50, color="grey", ls="--", lw=1, label="target p99 < 50 ms")
     ax.set_xlabel("ms after SIGKILL of the busy worker")
     ax.set_ylabel("fraction of kills")
-    ax.set_title(f"mdp_zmq recovery over {len(runs)} kills (majortomo: never)")
+    kills = max(len(runs) for runs in by.values())
+    ax.set_title(f"recovery over {kills} kills per broker (majortomo: never)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -202,8 +210,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                    help="how long the client waits for a reply, s [3.0]")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--chart", help="write the recovery CDF PNG here")
+    p.add_argument("--contenders", nargs="+", choices=list(OURS), default=list(OURS),
+                   help="our brokers to measure [all]")
     a = p.parse_args(argv)
-    names = ["mdp_zmq"] + (["majortomo"] if a.majortomo_kills > 0 else [])
+    names = [*a.contenders] + (["majortomo"] if a.majortomo_kills > 0 else [])
     runs: dict[str, list[dict[str, float | None]]] = {n: [] for n in names}
     with Procs() as procs, tempfile.TemporaryDirectory() as tmp:
         setups = {n: Setup(n, procs, tmp) for n in names}
@@ -211,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             s.probe()
         for i in range(max(a.kills, a.majortomo_kills)):
             for n, s in setups.items():
-                if len(runs[n]) < (a.kills if n == "mdp_zmq" else a.majortomo_kills):
+                if len(runs[n]) < (a.kills if n in OURS else a.majortomo_kills):
                     runs[n].append(s.kill_once(a.client_timeout))
             if (i + 1) % 10 == 0:
                 print(f"{i + 1} kills done", flush=True)
@@ -222,18 +232,21 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         rows += summarize(n, runs[n], a.client_timeout)
     print()
     print(md_table(["broker", "span", "kills", "p50 ms", "p99 ms", "note"], rows))
-    ours = [r["requeued"] for r in runs["mdp_zmq"] if r["requeued"] is not None]
-    p99 = pct(ours, 99) if len(ours) == len(runs["mdp_zmq"]) else float("inf")
-    met = p99 < 0.050
-    print(f"recovery p99 SIGKILL -> re-dispatch = {p99 * 1e3:.2f} ms (target < 50 ms): "
-          f"{'MET' if met else 'MISSED'}")
+    p99s: dict[str, float] = {}
+    for n in a.contenders:
+        ours = [r["requeued"] for r in runs[n] if r["requeued"] is not None]
+        p99s[n] = pct(ours, 99) if len(ours) == len(runs[n]) else float("inf")
+        print(f"{n}: recovery p99 SIGKILL -> re-dispatch = {p99s[n] * 1e3:.2f} ms "
+              f"(target < 50 ms): {'MET' if p99s[n] < 0.050 else 'MISSED'}")
+    first = a.contenders[0]
     result: dict[str, object] = {
-        "params": vars(a), "runs": runs, "p99_requeued": p99, "target_met": met,
-        "median_reply": med([r["reply"] for r in runs["mdp_zmq"] if r["reply"] is not None]),
+        "params": vars(a), "runs": runs, "p99_requeued": p99s[first],
+        "target_met": all(v < 0.050 for v in p99s.values()), "p99_requeued_by": p99s,
+        "median_reply": med([r["reply"] for r in runs[first] if r["reply"] is not None]),
     }
     save_json(a.json, {"recovery": result})
     if a.chart:
-        chart(a.chart, runs["mdp_zmq"])
+        chart(a.chart, {n: runs[n] for n in a.contenders})
     return result
 
 

@@ -22,3 +22,10 @@ def procs() -> Iterator[ProcSet]:
     ps = ProcSet()
     yield ps
     ps.stop_all()
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The async driver's tests (``@pytest.mark.anyio``) run on both of anyio's backends."""
+    backend: str = request.param
+    return backend

@@ -1,0 +1,355 @@
+"""Async driver for :class:`mdp_core.Client` (anyio: trio or asyncio), Lazy Pirate.
+
+MDP allows one outstanding request per client socket, so a
+:class:`Client` keeps a bounded pool of *pairs*, each a core Client and
+its DEALER. A ``request()`` takes a free pair (or waits for one) and,
+while its request is outstanding, is the pump of that pair's socket: it
+waits for a reply or the core's deadline, feeds the core and sends what
+it queued. A task per socket watches the DEALER's monitor and wakes the
+caller when the connection to the broker drops (the core then retries at
+once). On ``ResetConnection`` the pair's socket is replaced before the
+resend, so a late reply to an abandoned attempt is never read as the
+answer to a later one; a cancelled ``request()`` replaces the pair's core
+and socket for the same reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import anyio
+import zmq
+from anyio.abc import TaskGroup
+from mdp_zmq import RequestTimeout
+from mdp_zmq.glue import MonitorEvent, TransportConfig, make_dealer, send_frames
+
+import mdp_core
+from mdp_core import (
+    Dialect,
+    FinalReply,
+    PartialReply,
+    ProtocolError,
+    RequestFailed,
+    ResetConnection,
+)
+
+from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
+
+__all__ = ["Client"]
+
+log = logging.getLogger("mdp_async.client")
+
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+
+
+class Client:
+    """An async MDP client for the broker at ``endpoint``; many requests at once.
+
+    Use it as ``async with mdp_async.Client(...) as client:``. Any number
+    of tasks may call :meth:`request`, :meth:`stream` and
+    :meth:`service_exists` concurrently; at most ``pool_size`` requests
+    are outstanding at a time (each on a socket of its own, as MDP
+    requires), the others wait for a free socket. ``config`` gives the
+    default ``timeout`` (seconds per attempt) and ``retries`` (resends
+    after the first attempt). Raises ValueError for ``pool_size < 1``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        config: mdp_core.ClientConfig | None = None,
+        version: Dialect = Dialect.MDP02,
+        *,
+        pool_size: int = 16,
+        transport: TransportConfig | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be >= 1")
+        self.endpoint = endpoint
+        self.config = config
+        self.version = version
+        self.pool_size = pool_size
+        self.transport = transport if transport is not None else TransportConfig()
+        self.context = context if context is not None else zmq.Context.instance()
+        self._free: list[_Pair] = []
+        self._pairs: list[_Pair] = []
+        self._slots = anyio.Semaphore(pool_size)
+        self._group: TaskGroup | None = None
+        self._closed = False
+
+    # --------------------------------------------------------------- public
+
+    async def request(
+        self,
+        service: str | bytes,
+        *frames: bytes,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> list[bytes]:
+        """Send ``frames`` to ``service`` and return the reply's frames.
+
+        PARTIAL replies (MDP/0.2) are skipped; the FINAL is returned.
+        ``timeout``/``retries`` override the config for this call.
+        Cancelling the call cancels the request: its socket is replaced,
+        so its reply cannot reach a later request. Raises
+        :class:`mdp_zmq.RequestTimeout` if no reply came after all
+        attempts, :class:`mdp_core.EmptyBody` if no frame is given,
+        ValueError for an empty service name, RuntimeError outside
+        ``async with``.
+        """
+        name = _b(service)
+        async with self._pair() as pair:
+            pair.begin(pair.core.request(name, list(frames), anyio.current_time(), timeout,
+                                         retries), name)
+            while True:
+                for reply in await pair.step():
+                    if isinstance(reply, FinalReply):
+                        return list(reply.body)
+
+    async def stream(
+        self,
+        service: str | bytes,
+        *frames: bytes,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> AsyncIterator[list[bytes]]:
+        """Send a request; yield each PARTIAL body, then the FINAL body.
+
+        ``timeout`` applies to each gap between replies. After a resend a
+        stream may start again from its first PARTIAL. Leaving the loop
+        early cancels the request (the socket is replaced); wrap the call
+        in ``contextlib.aclosing`` to have that happen at once rather than
+        when the generator is collected. Raises like :meth:`request`.
+        """
+        name = _b(service)
+        async with self._pair() as pair:
+            pair.begin(pair.core.request(name, list(frames), anyio.current_time(), timeout,
+                                         retries), name)
+            while True:
+                replies = await pair.step()
+                for reply in replies:
+                    yield list(reply.body)
+                if replies and isinstance(replies[-1], FinalReply):
+                    return
+
+    async def service_exists(self, name: str | bytes) -> bool:
+        """Ask the broker (MMI ``mmi.service``) whether ``name`` has workers.
+
+        Uses the config's timeout and retries. Raises
+        :class:`mdp_zmq.RequestTimeout` without an answer, ValueError if
+        the broker does not implement MMI.
+        """
+        async with self._pair() as pair:
+            pair.begin(pair.core.service_exists(_b(name), anyio.current_time()), b"mmi.service")
+            while True:
+                for reply in await pair.step():
+                    if isinstance(reply, FinalReply):
+                        return mdp_core.mmi_service_found(reply)
+
+    async def __aenter__(self) -> Client:
+        if self._closed or self._group is not None:
+            raise RuntimeError("a Client is entered once")
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._closed = True
+        for pair in self._pairs:
+            pair.close()
+        group, self._group = self._group, None
+        assert group is not None
+        group.cancel_scope.cancel()
+        return await group.__aexit__(exc_type, exc, tb)
+
+    # --------------------------------------------------------------- pool
+
+    def _pair(self) -> _Lease:
+        if self._closed or self._group is None:
+            raise RuntimeError("use the client as `async with Client(...) as client:`")
+        return _Lease(self)
+
+    def _make_pair(self) -> _Pair:
+        assert self._group is not None
+        pair = _Pair(self, self._group)
+        self._pairs.append(pair)
+        return pair
+
+
+class _Lease:
+    """``async with``: a free pair for one request, returned to the pool after."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.pair: _Pair | None = None
+
+    async def __aenter__(self) -> _Pair:
+        client = self.client
+        await client._slots.acquire()
+        self.pair = client._free.pop() if client._free else client._make_pair()
+        return self.pair
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pair, client = self.pair, self.client
+        assert pair is not None
+        if pair.core.outstanding is not None:
+            # Abandoned mid-request (cancelled, or the stream was left): the
+            # core has no cancel, so a fresh core and socket make sure a late
+            # reply cannot be taken for the next request's.
+            pair.reset()
+        client._free.append(pair)
+        client._slots.release()
+
+
+class _Pair:
+    """A core Client and its DEALER (opened on first use, replaced on reset)."""
+
+    def __init__(self, client: Client, group: TaskGroup) -> None:
+        self.client = client
+        self.group = group
+        self.core = mdp_core.Client(client.config, client.version)
+        self.sock: zmq.Socket[bytes] | None = None
+        self.mon: zmq.Socket[bytes] | None = None
+        self.pump: Pump | None = None
+        self.dropped = False
+        self._reset = False  # the core asked for a new socket
+        self._rid = 0
+        self._service = b""
+
+    def begin(self, rid: int, service: bytes) -> None:
+        """Request ``rid`` to ``service`` is queued in the core, not sent yet.
+
+        A drop the monitor reported before is not this request's loss: the
+        DEALER queues it until it is connected again.
+        """
+        self._rid, self._service = rid, service
+        self.dropped = False
+
+    async def step(self) -> list[PartialReply | FinalReply]:
+        """Drive the core until the request has news: its replies in order.
+
+        Raises :class:`RequestTimeout` when the core gives up on it.
+        """
+        while True:
+            if self.sock is None:
+                self._open()
+            assert self.pump is not None
+            self._flush()
+            try:
+                out: list[PartialReply | FinalReply] = await self.pump.run(self._turn)
+            finally:
+                if self._reset:
+                    # Before the resend goes out (it waits in the core): a late
+                    # reply to the abandoned attempt dies with the old socket.
+                    log.debug("no reply in time; new socket")
+                    self._reset = False
+                    self._close()
+            if out:
+                return out
+
+    def _turn(self, now: float) -> tuple[bool, float | None]:
+        """Read, feed, tick; stop the run with the request's replies."""
+        core = self.core
+        self._read(now)
+        # After the socket: a reply queued before the drop still counts.
+        if self.dropped:
+            self.dropped = False
+            log.info("connection to %s dropped", self.client.endpoint)
+            core.connection_lost(now)
+        deadline = core.next_deadline()
+        if deadline is not None and now >= deadline:
+            core.tick(now)
+        rid = self._rid
+        out: list[PartialReply | FinalReply] = []
+        for event in core.events():
+            if isinstance(event, ResetConnection):
+                self._reset = True
+            elif isinstance(event, (PartialReply, FinalReply)) and event.request_id == rid:
+                out.append(event)
+            elif isinstance(event, RequestFailed) and event.request_id == rid:
+                raise RequestTimeout(self._service, event.reason)
+            elif isinstance(event, ProtocolError):
+                log.debug("dropped: %s", event.reason)
+        assert self.pump is not None
+        if out or self._reset:
+            self.pump.stop(out)
+        return True, core.next_deadline()
+
+    def _read(self, now: float) -> None:
+        sock, core = self.sock, self.core
+        assert sock is not None
+        while True:
+            try:
+                frames = sock.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return
+            core.receive(frames, now)
+            if not int(sock.get(_EVENTS)) & _POLLIN:
+                return
+
+    def _flush(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        for frames in self.core.outgoing():
+            try:
+                send_frames(sock, frames)
+            except zmq.Again:
+                self._send_failed()
+
+    def _send_failed(self) -> None:
+        """The one place a send refused for a full queue ends up."""
+        log.warning("send queue to broker full; request dropped (will retry)")
+
+    def _on_monitor(self, events: list[MonitorEvent]) -> None:
+        if any(ev.event == _DISCONNECTED for ev in events):
+            self.dropped = True
+            if self.pump is not None:
+                self.pump.wake()
+
+    def _open(self) -> None:
+        c = self.client
+        self.sock, mon = make_dealer(c.context, c.endpoint, c.transport)
+        assert mon is not None
+        self.mon = mon
+        self.pump = make_pump(self.sock)
+        self.dropped = False
+        self.group.start_soon(watch_monitor, mon, self._on_monitor)
+
+    def _close(self) -> None:
+        if self.sock is None:
+            return
+        assert self.mon is not None
+        close_monitor_socket(self.sock, self.mon)  # its watcher returns
+        close_socket(self.sock, self.pump, None)
+        self.sock = self.mon = None
+        self.pump = None
+
+    def reset(self) -> None:
+        """Forget the outstanding request: a fresh core, and a new socket on next use."""
+        self.core = mdp_core.Client(self.client.config, self.client.version)
+        self._close()
+
+    def close(self) -> None:
+        """Close the socket (the pair may be opened again; the Client prevents it)."""
+        self._close()
+
+
+def _b(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
