@@ -33,7 +33,7 @@ EXPECTED = {
         "[b'25%']", "[b'50%']", "[b'75%']", "[b'done: job']",
         "True",
         "[b'JOB 7']",
-        "no reply: no reply after 1 attempt",
+        "no worker",
     ],
     "asyncio": [
         "[b'ba7816bf8f01cfea']",

@@ -24,7 +24,7 @@ from async_support import Recorder
 from rfc_peers import MDPW02, W02_COMMANDS, RawWorker
 from zmq_support import free_tcp_endpoint
 
-from mdp_core import BrokerConfig, ClientConfig, WorkerConfig, WorkerLost, WorkerReady
+from mdp_core import BrokerConfig, ClientConfig, FailureCause, WorkerConfig, WorkerLost, WorkerReady
 
 pytestmark = pytest.mark.anyio
 NAMES = {code: name for name, code in W02_COMMANDS.items()}
@@ -111,5 +111,7 @@ async def test_client_gives_up_after_its_attempts_in_virtual_time() -> None:
         with pytest.raises(mdp_async.RequestTimeout) as info:
             await client.request("echo", b"x")
         elapsed = anyio.current_time() - t0
-    assert info.value.reason == "no reply after 3 attempts"
+    # Nothing listens there: no handshake ever, so no diagnosis either.
+    assert info.value.reason == "no reply after 3 attempts: no broker reachable"
+    assert info.value.cause is FailureCause.UNREACHABLE
     assert elapsed == pytest.approx(300.0, abs=1.0)

@@ -18,16 +18,8 @@ from collections.abc import Callable, Sequence
 import anyio
 import zmq
 from anyio.abc import TaskStatus
-from mdp_zmq.glue import (
-    ConnectionTracker,
-    MonitorEvent,
-    TransportConfig,
-    drain_monitor,
-    log_event,
-    make_router,
-    recv_routed,
-    send_frames,
-)
+from mdp_zmq.engine import RouterEngine
+from mdp_zmq.glue import ConnectionTracker, LogLimiter, MonitorEvent, TransportConfig, make_router
 
 import mdp_core
 from mdp_core import Event
@@ -38,16 +30,6 @@ from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_mo
 __all__ = ["Broker"]
 
 log = logging.getLogger("mdp_async.broker")
-
-#: Messages read per turn before the other tasks get a turn.
-BATCH = 256
-#: Turns a known loss may wait for the ROUTER to be emptied (busy broker).
-MAX_LOSS_DEFERRAL = 4
-
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_ACCEPTED = int(zmq.EVENT_ACCEPTED)
-_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 
 
 class Broker(Background):
@@ -82,21 +64,37 @@ class Broker(Background):
         self.core = mdp_core.Broker(config)
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
-        self.on_event = on_event
-        self.tracker = ConnectionTracker()
-        self.dropped = 0  # messages dropped because a peer's send queue was full
         self._router, self._monitor, self.endpoints = make_router(
             self.context, endpoints, self.transport)
+        self.engine = RouterEngine(self.core, self._router, self._monitor, self.transport,
+                                   log=log, clock=anyio.current_time, on_event=on_event)
         self._pump: Pump | None = None  # made in serve(): it needs the running loop
-        self._lost: dict[bytes, None] = {}  # peers lost, in order, not yet told to the core
-        self._lost_turns = 0
-        self._deadline: float | None = None
         self._served = False
 
     @property
     def endpoint(self) -> str:
         """The first bound endpoint (resolved)."""
         return self.endpoints[0]
+
+    @property
+    def tracker(self) -> ConnectionTracker:
+        """Which routing id came on which connection (the engine's)."""
+        return self.engine.tracker
+
+    @property
+    def log_limiter(self) -> LogLimiter:
+        """Rate-limits this broker's repeated warnings (the engine's)."""
+        return self.engine.log_limiter
+
+    @property
+    def on_event(self) -> Callable[[Event], None] | None:
+        """The callback given every core event (settable before :meth:`serve`)."""
+        return self.engine.on_event
+
+    @on_event.setter
+    def on_event(self, callback: Callable[[Event], None] | None) -> None:
+        """Set the callback (None: none)."""
+        self.engine.on_event = callback
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; then DISCONNECT every worker and close.
@@ -123,116 +121,21 @@ class Broker(Background):
     # --------------------------------------------------------------- the pump
 
     def _turn(self, now: float) -> tuple[bool, float | None]:
-        """Read, feed, tick, send, report (see :data:`~mdp_async._pump.Turn`)."""
-        core = self.core
-        drained = self._read(now)
-        if self._lost:
-            self._lost_turns += 1
-            if drained or self._lost_turns > MAX_LOSS_DEFERRAL:
-                self._apply_losses(now)
-        deadline = self._deadline
-        if deadline is not None and now >= deadline:
-            core.tick(now)
-        self._flush(now)
-        self._report()
-        # One next_deadline() per turn, after everything this turn changed.
-        self._deadline = deadline = core.next_deadline()
-        return drained, deadline
-
-    def _read(self, now: float) -> bool:
-        """Feed up to BATCH messages to the core; True if the ROUTER was emptied."""
-        core, tracker, router, lost = self.core, self.tracker, self._router, self._lost
-        events = router.get
-        for _ in range(BATCH):
-            item = recv_routed(router)
-            if item is None:
-                return True
-            peer, frames, fd = item
-            if fd >= 0 and not tracker.knows(peer, fd):
-                # A routing id new on this fd: read the monitor first, so an fd
-                # the kernel reused for this peer is not taken for the old one.
-                self._on_monitor(drain_monitor(self._monitor))
-                moved = tracker.connection_of(peer) is not None or peer in lost
-                if tracker.bind(peer, fd):
-                    lost.setdefault(peer)  # queued from a closed connection: message first
-                elif moved:
-                    # The same routing id on a new connection (a peer that
-                    # chose its own): the old session ended before this message.
-                    lost.pop(peer, None)
-                    core.connection_lost(peer, now)
-            core.receive(peer, frames, now)
-            if not int(events(_EVENTS)) & _POLLIN:
-                return True
-        return False
+        """The engine's turn (see :data:`~mdp_async._pump.Turn`)."""
+        engine = self.engine
+        drained = engine.turn(now)
+        return drained, engine.wake_at()
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
         """Feed the tracker; wake the pump if a peer's connection is gone."""
-        tracker, lost = self.tracker, self._lost
-        before = len(lost)
-        for ev in events:
-            if ev.event == _ACCEPTED:
-                gone = tracker.accepted(ev.value)
-            elif ev.event == _DISCONNECTED:
-                gone = tracker.disconnected(ev.value)
-            else:  # pragma: no cover - not subscribed
-                continue
-            for peer in gone:
-                lost.setdefault(peer)
-        if len(lost) > before and self._pump is not None:
+        if self.engine.monitor_events(events) and self._pump is not None:
             self._pump.wake()
-
-    def _apply_losses(self, now: float) -> None:
-        """Tell the core about lost peers, after their queued messages were read.
-
-        libzmq queues a connection's last messages before it reports the
-        disconnect, so a worker's last FINAL counts before its loss does.
-        """
-        lost, self._lost = self._lost, {}
-        self._lost_turns = 0
-        for peer in lost:
-            self.core.connection_lost(peer, now)
-
-    def _flush(self, now: float) -> None:
-        core, router = self.core, self._router
-        while out := core.outgoing():
-            for peer, frames in out:
-                try:
-                    send_frames(router, [peer, *frames])
-                except zmq.Again:
-                    self._send_failed(peer)
-                except zmq.ZMQError as exc:
-                    if exc.errno != zmq.EHOSTUNREACH:
-                        raise
-                    # ROUTER_MANDATORY: the peer is gone (layer 1's backstop).
-                    self.tracker.forget(peer)
-                    core.connection_lost(peer, now)
-
-    def _send_failed(self, peer: bytes) -> None:
-        """The one place a send refused for a full queue ends up."""
-        self.dropped += 1
-        log.warning("send queue to %s full; message dropped", peer.hex())
-
-    def _report(self) -> None:
-        for event in self.core.events():
-            log_event(log, event)
-            if self.on_event is not None:
-                try:
-                    self.on_event(event)
-                except Exception:  # a bad callback must not take the broker down
-                    log.exception("on_event callback failed for %s", type(event).__name__)
 
     def _shutdown(self) -> None:
         """DISCONNECT every worker, send it, close (no await: safe while cancelled)."""
         router = self._router
         try:
-            if not router.closed:
-                now = anyio.current_time()
-                self.core.close(now)
-                try:
-                    self._flush(now)
-                except zmq.ZMQError as exc:  # pragma: no cover - best effort
-                    log.debug("flush at shutdown failed: %s", exc)
-                self._report()
+            self.engine.close(anyio.current_time())
         finally:
             close_monitor_socket(router, self._monitor)
             close_socket(router, self._pump, self.transport.linger)

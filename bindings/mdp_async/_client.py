@@ -27,6 +27,7 @@ from mdp_zmq.glue import MonitorEvent, TransportConfig, make_dealer, send_frames
 
 import mdp_core
 from mdp_core import (
+    BytesLike,
     Dialect,
     FinalReply,
     PartialReply,
@@ -45,6 +46,7 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+_HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
 
 class Client:
@@ -87,8 +89,8 @@ class Client:
 
     async def request(
         self,
-        service: str | bytes,
-        *frames: bytes,
+        service: str | BytesLike,
+        *frames: BytesLike,
         timeout: float | None = None,
         retries: int | None = None,
     ) -> list[bytes]:
@@ -103,10 +105,9 @@ class Client:
         ValueError for an empty service name, RuntimeError outside
         ``async with``.
         """
-        name = _b(service)
         async with self._pair() as pair:
-            pair.begin(pair.core.request(name, list(frames), anyio.current_time(), timeout,
-                                         retries), name)
+            pair.begin(pair.core.request(service, frames, anyio.current_time(), timeout,
+                                         retries))
             while True:
                 for reply in await pair.step():
                     if isinstance(reply, FinalReply):
@@ -114,8 +115,8 @@ class Client:
 
     async def stream(
         self,
-        service: str | bytes,
-        *frames: bytes,
+        service: str | BytesLike,
+        *frames: BytesLike,
         timeout: float | None = None,
         retries: int | None = None,
     ) -> AsyncIterator[list[bytes]]:
@@ -127,10 +128,9 @@ class Client:
         in ``contextlib.aclosing`` to have that happen at once rather than
         when the generator is collected. Raises like :meth:`request`.
         """
-        name = _b(service)
         async with self._pair() as pair:
-            pair.begin(pair.core.request(name, list(frames), anyio.current_time(), timeout,
-                                         retries), name)
+            pair.begin(pair.core.request(service, frames, anyio.current_time(), timeout,
+                                         retries))
             while True:
                 replies = await pair.step()
                 for reply in replies:
@@ -138,7 +138,7 @@ class Client:
                 if replies and isinstance(replies[-1], FinalReply):
                     return
 
-    async def service_exists(self, name: str | bytes) -> bool:
+    async def service_exists(self, name: str | BytesLike) -> bool:
         """Ask the broker (MMI ``mmi.service``) whether ``name`` has workers.
 
         Uses the config's timeout and retries. Raises
@@ -146,7 +146,7 @@ class Client:
         the broker does not implement MMI.
         """
         async with self._pair() as pair:
-            pair.begin(pair.core.service_exists(_b(name), anyio.current_time()), b"mmi.service")
+            pair.begin(pair.core.service_exists(name, anyio.current_time()))
             while True:
                 for reply in await pair.step():
                     if isinstance(reply, FinalReply):
@@ -211,9 +211,9 @@ class _Lease:
         assert pair is not None
         if pair.core.outstanding is not None:
             # Abandoned mid-request (cancelled, or the stream was left): the
-            # core has no cancel, so a fresh core and socket make sure a late
-            # reply cannot be taken for the next request's.
-            pair.reset()
+            # core drops it and the socket goes, so a late reply cannot be
+            # taken for the next request's.
+            pair.cancel()
         client._free.append(pair)
         client._slots.release()
 
@@ -229,17 +229,17 @@ class _Pair:
         self.mon: zmq.Socket[bytes] | None = None
         self.pump: Pump | None = None
         self.dropped = False
+        self.handshake = False  # the monitor saw a handshake the core has not been told of
         self._reset = False  # the core asked for a new socket
         self._rid = 0
-        self._service = b""
 
-    def begin(self, rid: int, service: bytes) -> None:
-        """Request ``rid`` to ``service`` is queued in the core, not sent yet.
+    def begin(self, rid: int) -> None:
+        """Request ``rid`` is queued in the core, not sent yet.
 
         A drop the monitor reported before is not this request's loss: the
         DEALER queues it until it is connected again.
         """
-        self._rid, self._service = rid, service
+        self._rid = rid
         self.dropped = False
 
     async def step(self) -> list[PartialReply | FinalReply]:
@@ -268,6 +268,9 @@ class _Pair:
         """Read, feed, tick; stop the run with the request's replies."""
         core = self.core
         self._read(now)
+        if self.handshake:
+            self.handshake = False
+            core.connected(now)
         # After the socket: a reply queued before the drop still counts.
         if self.dropped:
             self.dropped = False
@@ -284,7 +287,8 @@ class _Pair:
             elif isinstance(event, (PartialReply, FinalReply)) and event.request_id == rid:
                 out.append(event)
             elif isinstance(event, RequestFailed) and event.request_id == rid:
-                raise RequestTimeout(self._service, event.reason)
+                raise RequestTimeout(event.service, event.reason, event.cause,
+                                     self.client.endpoint)
             elif isinstance(event, ProtocolError):
                 log.debug("dropped: %s", event.reason)
         assert self.pump is not None
@@ -307,21 +311,23 @@ class _Pair:
     def _flush(self) -> None:
         sock = self.sock
         assert sock is not None
-        for frames in self.core.outgoing():
+        core = self.core
+        for frames in core.outgoing():
             try:
                 send_frames(sock, frames)
             except zmq.Again:
-                self._send_failed()
-
-    def _send_failed(self) -> None:
-        """The one place a send refused for a full queue ends up."""
-        log.warning("send queue to broker full; request dropped (will retry)")
+                # The queue to the broker is full: the attempt is over (the
+                # core resets and resends, or fails it), in the next turn.
+                core.send_failed(frames, anyio.current_time())
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        if any(ev.event == _DISCONNECTED for ev in events):
+        kinds = {ev.event for ev in events}
+        if _HANDSHAKE in kinds:
+            self.handshake = True
+        if _DISCONNECTED in kinds:
             self.dropped = True
-            if self.pump is not None:
-                self.pump.wake()
+        if kinds & {_HANDSHAKE, _DISCONNECTED} and self.pump is not None:
+            self.pump.wake()
 
     def _open(self) -> None:
         c = self.client
@@ -329,7 +335,7 @@ class _Pair:
         assert mon is not None
         self.mon = mon
         self.pump = make_pump(self.sock)
-        self.dropped = False
+        self.dropped = self.handshake = False
         self.group.start_soon(watch_monitor, mon, self._on_monitor)
 
     def _close(self) -> None:
@@ -341,15 +347,13 @@ class _Pair:
         self.sock = self.mon = None
         self.pump = None
 
-    def reset(self) -> None:
-        """Forget the outstanding request: a fresh core, and a new socket on next use."""
-        self.core = mdp_core.Client(self.client.config, self.client.version)
+    def cancel(self) -> None:
+        """Drop the outstanding request (the core's cancel) and its socket."""
+        self.core.cancel(anyio.current_time())
+        self.core.events()
         self._close()
 
     def close(self) -> None:
         """Close the socket (the pair may be opened again; the Client prevents it)."""
         self._close()
 
-
-def _b(value: str | bytes) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)

@@ -24,15 +24,18 @@ import anyio.to_thread
 import zmq
 from anyio.abc import TaskGroup, TaskStatus
 from mdp_zmq.glue import (
+    LogLimiter,
     MonitorEvent,
     TransportConfig,
     log_event,
+    log_handler_failure,
     make_dealer,
+    normalize_endpoint,
     send_frames,
 )
 
 import mdp_core
-from mdp_core import BrokerLost, Dialect, NotCurrentRequest, RequestReceived
+from mdp_core import BrokerLost, BytesLike, Dialect, NotCurrentRequest, RequestReceived
 
 from ._background import Background, plain_interrupt
 from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
@@ -98,7 +101,7 @@ class Worker(Background):
     def __init__(
         self,
         endpoint: str,
-        service: str | bytes,
+        service: str | BytesLike,
         handler: Handler,
         config: mdp_core.WorkerConfig | None = None,
         version: Dialect = Dialect.MDP02,
@@ -110,14 +113,20 @@ class Worker(Background):
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
         self.endpoint = endpoint
-        self.service = service.encode() if isinstance(service, str) else bytes(service)
         self.handler = handler
         self.threaded = threaded
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
-        self.lanes = [_Lane(self, mdp_core.Worker(self.service, config, version))
+        # The core checks service, config and version (TypeError/ValueError).
+        self.lanes = [_Lane(self, mdp_core.Worker(service, config, version))
                       for _ in range(concurrency)]
+        self.service = self.lanes[0].core.service
+        #: Rate-limits this worker's repeated warnings (see LogLimiter).
+        self.log_limiter = LogLimiter(clock=anyio.current_time)
         self.handled = 0  # requests answered with a FINAL
         self._served = False
 
@@ -209,7 +218,7 @@ class _Lane:
             core.tick(now)
         self._flush()
         for event in core.events():
-            log_event(log, event)
+            log_event(log, event, self.worker.log_limiter)
             if isinstance(event, RequestReceived):
                 assert self.jobs is not None
                 self.jobs.start_soon(self._job, event)
@@ -246,15 +255,15 @@ class _Lane:
     def _flush(self) -> None:
         sock = self.sock
         assert sock is not None
-        for frames in self.core.outgoing():
+        core = self.core
+        for frames in core.outgoing():
             try:
                 send_frames(sock, frames)
             except zmq.Again:
-                self._send_failed()
-
-    def _send_failed(self) -> None:
-        """The one place a send refused for a full queue ends up."""
-        log.warning("send queue to broker full; message dropped")
+                # The queue to the broker is full; the core decides (a lost
+                # REPLY breaks the conversation, a HEARTBEAT does not matter).
+                core.send_failed(frames, anyio.current_time())
+                self._wake()
 
     def close(self) -> None:
         """End the conversation (DISCONNECT if still open), send it, close."""
@@ -263,7 +272,7 @@ class _Lane:
         self.core.disconnect(anyio.current_time())
         self._flush()
         for event in self.core.events():
-            log_event(log, event)
+            log_event(log, event, self.worker.log_limiter)
         assert self.mon is not None
         close_monitor_socket(self.sock, self.mon)
         close_socket(self.sock, self.pump, self.worker.transport.linger)
@@ -281,9 +290,8 @@ class _Lane:
         except NotCurrentRequest as exc:  # the conversation ended meanwhile
             log.debug("reply dropped: %s", exc)
             return
-        except Exception:
-            log.exception("handler for %s failed; request abandoned",
-                          self.worker.service.decode(errors="replace"))
+        except Exception as exc:
+            log_handler_failure(log, self.worker.log_limiter, self.worker.service, exc)
             try:
                 core.abandon(request, anyio.current_time())
             except NotCurrentRequest as exc:

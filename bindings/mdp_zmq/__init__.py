@@ -11,8 +11,8 @@ from mdp_core import BrokerConfig, ClientConfig, Dialect, WorkerConfig
 
 from ._broker import Broker
 from ._client import Client, MdpZmqError, RequestTimeout
-from ._worker import Handler, HandlerError, Reply, Worker
-from .glue import ConnectionTracker, TransportConfig
+from ._worker import Handler, Reply, Worker
+from .glue import ConnectionTracker, HandlerError, TransportConfig
 
 __all__ = [
     "Broker",

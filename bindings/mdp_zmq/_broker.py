@@ -102,6 +102,7 @@ class Broker(Runner):
 
     @log_limiter.setter
     def log_limiter(self, limiter: LogLimiter) -> None:
+        """Use another limiter (tests shorten its window)."""
         self.engine.log_limiter = limiter
 
     @property
@@ -111,6 +112,7 @@ class Broker(Runner):
 
     @on_event.setter
     def on_event(self, callback: Callable[[Event], None] | None) -> None:
+        """Set the callback (None: none)."""
         self.engine.on_event = callback
 
     def _prepare(self) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from mdp_core import Event
 
-__all__ = ["LogLimiter", "describe", "log_event", "shorten"]
+__all__ = ["HandlerError", "LogLimiter", "describe", "log_event", "log_handler_failure", "shorten"]
 
 #: Bytes of a peer-supplied value shown in a log line (its length follows).
 MAX_SHOWN_BYTES = 64
@@ -207,3 +207,29 @@ def log_event(
         if not lim.allow(logger, level, _kind(event, name)):
             return
     logger.log(level, "%s", describe(event))
+
+
+class HandlerError(Exception):
+    """Raise it from a handler to give up a request with one log line.
+
+    The request is abandoned as for any exception (the broker re-dispatches
+    it, or expires it out of attempts), but the log shows the message
+    alone, without a traceback: for failures the handler has already
+    explained (a command that exited non-zero, a bad request body).
+    """
+
+
+def log_handler_failure(
+    logger: logging.Logger, limiter: LogLimiter, service: bytes, exc: BaseException
+) -> None:
+    """Log that a handler failed (or its result could not be sent) and its
+    request was abandoned: with the traceback, or one line for a
+    :class:`HandlerError`; rate-limited, since a peer's requests must not
+    be able to flood a worker's log."""
+    if not limiter.allow(logger, logging.ERROR, "handler failed"):
+        return
+    name = shorten(service)
+    if isinstance(exc, HandlerError):
+        logger.error("handler for %s failed, request abandoned: %s", name, exc)
+    else:
+        logger.error("handler for %s failed; request abandoned", name, exc_info=exc)

@@ -28,13 +28,13 @@ from .glue import (
     close_monitor,
     drain_monitor,
     log_event,
+    log_handler_failure,
     make_dealer,
     normalize_endpoint,
-    shorten,
     timeout_ms,
 )
 
-__all__ = ["Handler", "HandlerError", "Reply", "Worker"]
+__all__ = ["Handler", "Reply", "Worker"]
 
 log = logging.getLogger("mdp_zmq.worker")
 
@@ -45,16 +45,6 @@ Reply = bytes | Sequence[bytes] | Iterator[bytes | Sequence[bytes]]
 Handler = Callable[[list[bytes]], Reply]
 
 _BATCH = 64
-
-
-class HandlerError(Exception):
-    """Raise it from a handler to give up a request with one log line.
-
-    The request is abandoned as for any exception (the broker re-dispatches
-    it, or expires it out of attempts), but the log shows the message
-    alone, without a traceback: for failures the handler has already
-    explained (a command that exited non-zero, a bad request body).
-    """
 
 
 class Worker(Runner):
@@ -213,13 +203,7 @@ class Worker(Runner):
                 return
             # A raising handler and an unsendable result alike (TypeError,
             # EmptyBody, PartialNotSupported): the request goes back to the broker.
-            # Rate-limited: a peer's requests must not be able to flood the log.
-            if self.log_limiter.allow(log, logging.ERROR, "handler failed"):
-                name = shorten(self.service)
-                if isinstance(exc, HandlerError):
-                    log.error("handler for %s failed, request abandoned: %s", name, exc)
-                else:
-                    log.exception("handler for %s failed; request abandoned", name)
+            log_handler_failure(log, self.log_limiter, self.service, exc)
             core.abandon(request, self.clock())
             return
         self.handled += 1

@@ -35,8 +35,8 @@ from mdp_core import Dialect, FailureCause
 
 from ._broker import Broker
 from ._client import Client, MdpZmqError, RequestTimeout
-from ._worker import Handler, HandlerError, Worker
-from .glue import TransportConfig, normalize_endpoint
+from ._worker import Handler, Worker
+from .glue import HandlerError, TransportConfig, normalize_endpoint
 
 __all__ = ["CliError", "CommandFailed", "build_parser", "log_level", "main"]
 

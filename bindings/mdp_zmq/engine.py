@@ -22,7 +22,7 @@ Nothing here waits or decides anything about MDP: the core decides.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import zmq
 
@@ -32,6 +32,7 @@ from mdp_core import Event
 from .glue import (
     ConnectionTracker,
     LogLimiter,
+    MonitorEvent,
     TransportConfig,
     drain_monitor,
     log_event,
@@ -103,11 +104,15 @@ class RouterEngine:
         return wake
 
     def monitor_ready(self) -> bool:
-        """Feed every monitor event to the tracker; True if a peer was found lost
-        (the driver then makes sure :meth:`turn` runs soon)."""
+        """Feed every monitor event waiting to the tracker; True if a peer was
+        found lost (the driver then makes sure :meth:`turn` runs soon)."""
+        return self.monitor_events(drain_monitor(self.monitor))
+
+    def monitor_events(self, events: Iterable[MonitorEvent]) -> bool:
+        """Like :meth:`monitor_ready`, for events a driver's own watcher read."""
         tracker, lost = self.tracker, self._lost
         before = len(lost)
-        for ev in drain_monitor(self.monitor):
+        for ev in events:
             if ev.event == _ACCEPTED:
                 gone = tracker.accepted(ev.value)
             elif ev.event == _DISCONNECTED:

@@ -24,13 +24,21 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from ._logging import LogLimiter, describe, log_event, shorten
+from ._logging import (
+    HandlerError,
+    LogLimiter,
+    describe,
+    log_event,
+    log_handler_failure,
+    shorten,
+)
 from ._tracker import ConnectionTracker
 
 __all__ = [
     "DEALER_MONITOR_EVENTS",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "ConnectionTracker",
+    "HandlerError",
     "LogLimiter",
     "ROUTER_HWM",
     "ROUTER_MONITOR_EVENTS",
@@ -42,6 +50,7 @@ __all__ = [
     "describe",
     "drain_monitor",
     "log_event",
+    "log_handler_failure",
     "make_dealer",
     "make_router",
     "normalize_endpoint",
