@@ -22,8 +22,7 @@ from typing import IO
 import mdp_core
 from mdp_core import Event, RequestRequeued, WorkerLost, WorkerReady
 
-from ._broker import Broker
-from ._client import Client
+from . import _drivers
 
 __all__ = ["run_demo"]
 
@@ -63,22 +62,27 @@ def _say(who: str, text: str) -> None:
     print(f"{who:<9}{text}", flush=True)
 
 
-def run_demo(job_seconds: float = 2.0, kill_after: float = 0.5, timeout: float = 20.0) -> int:
-    """Run the demo; print what happens; return 0 if the client got its reply."""
+def run_demo(job_seconds: float = 2.0, kill_after: float = 0.5, timeout: float = 20.0,
+             driver: str = "zmq") -> int:
+    """Run the demo with ``driver`` (broker, workers and client alike); print
+    what happens; return 0 if the client got its reply. Raises
+    :class:`~mdp_zmq._drivers.DriverMissing` if the driver is not installed."""
     seen = _Seen()
     hb = mdp_core.BrokerConfig().heartbeat_interval
     liveness = mdp_core.BrokerConfig().heartbeat_liveness
-    broker = Broker("tcp://127.0.0.1:*", on_event=seen.on_event)
-    thread = broker.start()
+    module = _drivers.load(driver)
+    broker = _drivers.BrokerInThread(driver, "tcp://127.0.0.1:*", seen.on_event)
     endpoint = broker.endpoint
-    _say("broker", f"listening on {endpoint} (MDP heartbeat {hb:g} s x {liveness})")
+    which = "" if driver == "zmq" else f", {driver} driver"
+    _say("broker", f"listening on {endpoint} (MDP heartbeat {hb:g} s x {liveness}{which})")
     lines: queue.Queue[tuple[int, str]] = queue.Queue()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for i in (1, 2):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mdp_zmq.cli", "worker", SERVICE, "--echo",
-                 "--delay", str(job_seconds), "--announce", "--connect", endpoint],
+                 "--delay", str(job_seconds), "--announce", "--connect", endpoint,
+                 "--driver", driver],
                 stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
             )
             procs.append(proc)
@@ -93,11 +97,12 @@ def run_demo(job_seconds: float = 2.0, kill_after: float = 0.5, timeout: float =
         result: dict[str, object] = {}
 
         def call() -> None:
-            with Client(endpoint, mdp_core.ClientConfig(timeout=timeout, retries=0)) as client:
-                try:
-                    result["reply"] = client.request(SERVICE, b"long job")
-                except Exception as exc:  # reported below
-                    result["error"] = exc
+            client = module.Client(endpoint, mdp_core.ClientConfig(timeout=timeout, retries=0))
+            try:
+                _drivers.call(driver, client, SERVICE, [b"long job"], False,
+                              lambda frames: result.setdefault("reply", frames))
+            except Exception as exc:  # reported below
+                result["error"] = exc
             result["t"] = time.monotonic()
 
         t_sent = time.monotonic()
@@ -148,7 +153,6 @@ def run_demo(job_seconds: float = 2.0, kill_after: float = 0.5, timeout: float =
             if proc.stdout is not None:
                 proc.stdout.close()
         broker.close()
-        thread.join(5)
 
 
 def _wait_started(lines: queue.Queue[tuple[int, str]], timeout: float) -> int | None:

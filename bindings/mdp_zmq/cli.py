@@ -24,8 +24,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
 from typing import Any, BinaryIO, NoReturn
 
 import zmq
@@ -33,9 +33,9 @@ import zmq
 import mdp_core
 from mdp_core import Dialect, FailureCause
 
-from ._broker import Broker
-from ._client import Client, MdpZmqError, RequestTimeout
-from ._worker import Handler, Worker
+from . import _drivers
+from ._client import MdpZmqError, RequestTimeout
+from ._worker import Handler
 from .glue import HandlerError, TransportConfig, normalize_endpoint
 
 __all__ = ["CliError", "CommandFailed", "build_parser", "log_level", "main"]
@@ -228,17 +228,26 @@ def transport_config(args: argparse.Namespace) -> TransportConfig:
 # ------------------------------------------------------------------ commands
 
 
+def _driver(args: argparse.Namespace) -> ModuleType:
+    """The package of ``--driver``; one line saying which extra to install if missing."""
+    try:
+        return _drivers.load(args.driver)
+    except _drivers.DriverMissing as exc:
+        raise CliError(str(exc), status=1) from None
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     """Run a broker until SIGINT/SIGTERM."""
     endpoints = args.bind or [
         _env_endpoint(("MDP_BIND", "MDP_ENDPOINT"), bind=True) or DEFAULT_ENDPOINT]
     config, transport = broker_config(args), transport_config(args)
+    module = _driver(args)
     try:
-        broker = Broker(endpoints, config, transport=transport)
+        broker = module.Broker(endpoints, config, transport=transport)
     except zmq.ZMQError as exc:
         raise CliError(f"cannot bind {' '.join(endpoints)}: {exc}", status=1) from None
     print("mdp broker listening on " + " ".join(broker.endpoints), flush=True)
-    broker.run()
+    _drivers.serve(args.driver, broker)
     return 0
 
 
@@ -249,13 +258,12 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _exec_handler(argv: list[str]) -> Handler:
+def _exec_handler(argv: list[str], run: Callable[..., Any] = subprocess.run) -> Handler:
     program = argv[0]
 
     def handler(frames: list[bytes]) -> bytes:
         try:
-            done = subprocess.run(argv, input=b"\n".join(frames), capture_output=True,
-                                  check=False)
+            done = run(argv, input=b"\n".join(frames), capture_output=True, check=False)
         except OSError as exc:
             raise CommandFailed(f"cannot run {program}: {exc.strerror or exc}") from None
         lines = done.stderr.decode(errors="backslashreplace").splitlines()
@@ -273,26 +281,41 @@ def _exec_handler(argv: list[str]) -> Handler:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Serve SERVICE with --echo or --exec until SIGINT/SIGTERM."""
-    delay, announce = args.delay, args.announce
+    delay, announce, driver = args.delay, args.announce, args.driver
+    module, sleep = _driver(args), _drivers.sleeper(driver)
+    extra: dict[str, Any] = {}
 
-    def echo(frames: list[bytes]) -> list[bytes]:
+    def started() -> None:
         if announce:
             print(f"started pid={os.getpid()}", flush=True)
+
+    def echo(frames: list[bytes]) -> list[bytes]:
+        started()
         if delay:
-            time.sleep(delay)
+            sleep(delay)
         return frames
 
+    async def async_echo(frames: list[bytes]) -> list[bytes]:
+        started()
+        if delay:
+            await sleep(delay)  # the job's own task: MDP heartbeats go on
+        return frames
+
+    handler: Any
     if args.echo:
-        handler: Handler = echo
+        handler = async_echo if driver in ("trio", "asyncio") else echo
     else:
-        handler = _exec_handler(args.exec)
+        handler = _exec_handler(args.exec, _drivers.subprocess_run(driver))
+        if driver in ("trio", "asyncio"):
+            extra["threaded"] = True  # a blocking call: in a thread, off the loop
     hb = args.heartbeat_interval
     given = {} if hb is None else {"heartbeat_interval": hb}
-    worker = Worker(_connect_to(args), args.service, handler, mdp_core.WorkerConfig(**given),
-                    _VERSIONS[args.mdp], transport=transport_config(args))
+    worker = module.Worker(_connect_to(args), args.service, handler,
+                           mdp_core.WorkerConfig(**given), _VERSIONS[args.mdp],
+                           transport=transport_config(args), **extra)
     if announce:
         print(f"ready pid={os.getpid()}", flush=True)
-    worker.run()
+    _drivers.serve(driver, worker)
     return 0
 
 
@@ -311,24 +334,21 @@ def cmd_call(args: argparse.Namespace) -> int:
     """Send one request and print the reply frames (PARTIALs too with --stream)."""
     body = _request_body(args.body)
     config = mdp_core.ClientConfig(timeout=args.timeout, retries=args.retries)
-    with Client(_connect_to(args), config, _VERSIONS[args.mdp],
-                transport=transport_config(args)) as client:
-        if args.stream:
-            for frames in client.stream(args.service, *body):
-                _write_frames(sys.stdout.buffer, frames)
-        else:
-            _write_frames(sys.stdout.buffer, client.request(args.service, *body))
+    client = _driver(args).Client(_connect_to(args), config, _VERSIONS[args.mdp],
+                                  transport=transport_config(args))
+    _drivers.call(args.driver, client, args.service, body, args.stream,
+                  lambda frames: _write_frames(sys.stdout.buffer, frames))
     return 0
 
 
 def cmd_services(args: argparse.Namespace) -> int:
     """List the services that have workers (MMI ``mmi.services``)."""
     config = mdp_core.ClientConfig(timeout=args.timeout, retries=args.retries)
-    with Client(_connect_to(args), config, transport=transport_config(args)) as client:
-        names = client.request("mmi.services", b"")
-    for name in names:
-        if name:
-            print(name.decode(errors="backslashreplace"))
+    client = _driver(args).Client(_connect_to(args), config, transport=transport_config(args))
+    replies: list[list[bytes]] = []
+    _drivers.call(args.driver, client, "mmi.services", [b""], False, replies.append)
+    for name in mdp_core.mmi_list(mdp_core.FinalReply(0, b"mmi.services", tuple(replies[0]))):
+        print(name.decode(errors="backslashreplace"))
     return 0
 
 
@@ -336,7 +356,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Kill a busy worker mid-job and show the request re-dispatched."""
     from ._demo import run_demo
 
-    return run_demo(job_seconds=args.job, kill_after=args.kill_after)
+    _driver(args)  # its packages installed, or one line saying which extra
+    return run_demo(job_seconds=args.job, kill_after=args.kill_after, driver=args.driver)
 
 
 # ------------------------------------------------------------------ parser
@@ -397,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
                             dest="heartbeat_interval",
                             help=f"MDP heartbeat interval in s [{defaults.heartbeat_interval}]")
 
+    def driver(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--driver", choices=_drivers.DRIVERS, default="zmq",
+                        help="zmq: blocking pyzmq; trio, asyncio: the async driver on that "
+                        "loop; gevent: the gevent driver [zmq]")
+
     def connect(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--connect", type=connect_endpoint, metavar="ENDPOINT",
                         help=f"broker endpoint [$MDP_ENDPOINT or {DEFAULT_ENDPOINT}]")
@@ -406,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="endpoint to bind (repeatable) "
                    f"[$MDP_BIND, else $MDP_ENDPOINT, else {DEFAULT_ENDPOINT}]")
     common(b)
+    driver(b)
     b.add_argument("--request-timeout", type=positive_float, metavar="S",
                    help="a queued request expires after S s "
                    f"[{defaults.request_timeout:g}]")
@@ -437,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--echo: sleep S s per request (a slow job)")
     w.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)
     common(w)
+    driver(w)
     w.set_defaults(func=cmd_worker)
 
     c = command("call", help="send one request and print the reply, one frame per line",
@@ -453,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--retries", type=non_negative_int, default=1, metavar="N",
                    help="resends [1]")
     common(c, heartbeat=False)
+    driver(c)
     c.set_defaults(func=cmd_call)
 
     s = command("services", help="list services that have workers (MMI)")
@@ -462,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
                    help="resends [0]")
     common(s, heartbeat=False)
+    driver(s)
     s.set_defaults(func=cmd_services)
 
     d = command("demo", help="kill a busy worker mid-job; watch the request survive")
@@ -469,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="job length [2]")
     d.add_argument("--kill-after", type=positive_float, default=0.5, metavar="S",
                    help="kill the busy worker S s into the job [0.5]")
+    driver(d)
     d.set_defaults(func=cmd_demo)
     return p
 
