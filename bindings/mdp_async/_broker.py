@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 import anyio
 import zmq
 from anyio.abc import TaskStatus
-from mdp_zmq.engine import RouterEngine
-from mdp_zmq.glue import ConnectionTracker, LogLimiter, MonitorEvent, TransportConfig, make_router
+from mdp_zmq.engine import EngineViews, RouterEngine
+from mdp_zmq.glue import MonitorEvent, TransportConfig, make_router
 
 import mdp_core
 from mdp_core import Event
@@ -32,7 +32,7 @@ __all__ = ["Broker"]
 log = logging.getLogger("mdp_async.broker")
 
 
-class Broker(Background):
+class Broker(Background, EngineViews):
     """An MDP broker on one ROUTER socket bound to ``endpoints``, for anyio apps.
 
     The socket is bound in the constructor (``endpoints`` then holds the
@@ -70,31 +70,6 @@ class Broker(Background):
                                    log=log, clock=anyio.current_time, on_event=on_event)
         self._pump: Pump | None = None  # made in serve(): it needs the running loop
         self._served = False
-
-    @property
-    def endpoint(self) -> str:
-        """The first bound endpoint (resolved)."""
-        return self.endpoints[0]
-
-    @property
-    def tracker(self) -> ConnectionTracker:
-        """Which routing id came on which connection (the engine's)."""
-        return self.engine.tracker
-
-    @property
-    def log_limiter(self) -> LogLimiter:
-        """Rate-limits this broker's repeated warnings (the engine's)."""
-        return self.engine.log_limiter
-
-    @property
-    def on_event(self) -> Callable[[Event], None] | None:
-        """The callback given every core event (settable before :meth:`serve`)."""
-        return self.engine.on_event
-
-    @on_event.setter
-    def on_event(self, callback: Callable[[Event], None] | None) -> None:
-        """Set the callback (None: none)."""
-        self.engine.on_event = callback
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; then DISCONNECT every worker and close.

@@ -23,7 +23,7 @@ import anyio
 import zmq
 from anyio.abc import TaskGroup
 from mdp_zmq import RequestTimeout
-from mdp_zmq.glue import MonitorEvent, TransportConfig, make_dealer, send_frames
+from mdp_zmq.glue import MonitorEvent, TransportConfig, flush_dealer, make_dealer
 
 import mdp_core
 from mdp_core import (
@@ -309,16 +309,10 @@ class _Pair:
                 return
 
     def _flush(self) -> None:
-        sock = self.sock
-        assert sock is not None
-        core = self.core
-        for frames in core.outgoing():
-            try:
-                send_frames(sock, frames)
-            except zmq.Again:
-                # The queue to the broker is full: the attempt is over (the
-                # core resets and resends, or fails it), in the next turn.
-                core.send_failed(frames, anyio.current_time())
+        assert self.sock is not None
+        # A refused send ends the attempt: the core resets and resends (or
+        # fails it), which the next turn acts on.
+        flush_dealer(self.sock, self.core, anyio.current_time())
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
         kinds = {ev.event for ev in events}

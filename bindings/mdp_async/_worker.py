@@ -27,11 +27,11 @@ from mdp_zmq.glue import (
     LogLimiter,
     MonitorEvent,
     TransportConfig,
+    flush_dealer,
     log_event,
     log_handler_failure,
     make_dealer,
     normalize_endpoint,
-    send_frames,
 )
 
 import mdp_core
@@ -253,17 +253,9 @@ class _Lane:
                 log.info("connected to broker at %s", ev.endpoint or self.worker.endpoint)
 
     def _flush(self) -> None:
-        sock = self.sock
-        assert sock is not None
-        core = self.core
-        for frames in core.outgoing():
-            try:
-                send_frames(sock, frames)
-            except zmq.Again:
-                # The queue to the broker is full; the core decides (a lost
-                # REPLY breaks the conversation, a HEARTBEAT does not matter).
-                core.send_failed(frames, anyio.current_time())
-                self._wake()
+        assert self.sock is not None
+        if not flush_dealer(self.sock, self.core, anyio.current_time()):
+            self._wake()  # the core has news (a broken conversation): another turn
 
     def close(self) -> None:
         """End the conversation (DISCONNECT if still open), send it, close."""

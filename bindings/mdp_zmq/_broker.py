@@ -22,10 +22,8 @@ import mdp_core
 from mdp_core import Event
 
 from ._runner import Runner
-from .engine import RouterEngine
+from .engine import EngineViews, RouterEngine
 from .glue import (
-    ConnectionTracker,
-    LogLimiter,
     TransportConfig,
     close_monitor,
     make_router,
@@ -39,7 +37,7 @@ log = logging.getLogger("mdp_zmq.broker")
 _POLLIN = int(zmq.POLLIN)
 
 
-class Broker(Runner):
+class Broker(Runner, EngineViews):
     """An MDP broker on one ROUTER socket bound to ``endpoints``.
 
     The socket is bound in the constructor (``endpoints`` then holds the
@@ -84,36 +82,6 @@ class Broker(Runner):
         super().__init__()  # after the bind: nothing to release if it fails
 
     # --------------------------------------------------------------- public
-
-    @property
-    def endpoint(self) -> str:
-        """The first bound endpoint (resolved)."""
-        return self.endpoints[0]
-
-    @property
-    def tracker(self) -> ConnectionTracker:
-        """Which routing id came on which connection (the engine's)."""
-        return self.engine.tracker
-
-    @property
-    def log_limiter(self) -> LogLimiter:
-        """Rate-limits this broker's repeated warnings (the engine's; settable)."""
-        return self.engine.log_limiter
-
-    @log_limiter.setter
-    def log_limiter(self, limiter: LogLimiter) -> None:
-        """Use another limiter (tests shorten its window)."""
-        self.engine.log_limiter = limiter
-
-    @property
-    def on_event(self) -> Callable[[Event], None] | None:
-        """The callback given every core event (settable before :meth:`run`)."""
-        return self.engine.on_event
-
-    @on_event.setter
-    def on_event(self, callback: Callable[[Event], None] | None) -> None:
-        """Set the callback (None: none)."""
-        self.engine.on_event = callback
 
     def _prepare(self) -> None:
         log.info("broker listening on %s", ", ".join(self.endpoints))

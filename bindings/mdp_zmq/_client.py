@@ -34,6 +34,7 @@ from .glue import (
     TransportConfig,
     close_monitor,
     drain_monitor,
+    flush_dealer,
     make_dealer,
     normalize_endpoint,
     shorten,
@@ -261,15 +262,7 @@ class Client:
     def _flush(self) -> bool:
         """Send what the core queued; False if a send failed (the core was told)."""
         assert self._sock is not None
-        core, sock, ok = self.core, self._sock, True
-        for frames in core.outgoing():
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                log.warning("send queue to broker full; the attempt counts as failed")
-                core.send_failed(frames, self.clock())
-                ok = False
-        return ok
+        return flush_dealer(self._sock, self.core, self.clock())
 
     def _open(self) -> None:
         self._sock, self._mon = make_dealer(self.context, self.endpoint, self.transport)

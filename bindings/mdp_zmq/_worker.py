@@ -27,6 +27,7 @@ from .glue import (
     TransportConfig,
     close_monitor,
     drain_monitor,
+    flush_dealer,
     log_event,
     log_handler_failure,
     make_dealer,
@@ -213,16 +214,10 @@ class Worker(Runner):
         self._flush()
 
     def _flush(self) -> None:
-        out = self.core.outgoing()
         if self._sock is None:
-            return  # the conversation's socket is gone; nothing can reach the broker
-        for frames in out:
-            try:
-                self._sock.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                # The queue to the broker is full; the core decides (a lost
-                # REPLY breaks the conversation, a HEARTBEAT does not matter).
-                self.core.send_failed(frames, self.clock())
+            self.core.outgoing()  # the conversation's socket is gone: nothing can reach it
+            return
+        flush_dealer(self._sock, self.core, self.clock())
 
     # --------------------------------------------------------------- sockets
 

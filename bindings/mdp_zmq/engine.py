@@ -41,7 +41,7 @@ from .glue import (
     shorten,
 )
 
-__all__ = ["BATCH", "MAX_LOSS_DEFERRAL", "RouterEngine"]
+__all__ = ["BATCH", "MAX_LOSS_DEFERRAL", "EngineViews", "RouterEngine"]
 
 #: Messages read per turn before timers, the monitor and sends get a turn.
 BATCH = 256
@@ -239,3 +239,44 @@ class RouterEngine:
                 except Exception:  # a bad callback must not take the broker down
                     log.exception("on_event callback failed for %s", type(event).__name__)
         limiter.flush()
+
+
+class EngineViews:
+    """What every driver's ``Broker`` shows of itself over its :class:`RouterEngine`.
+
+    A mixin: the class sets ``engine`` and ``endpoints`` (the resolved
+    bound endpoints) in its constructor.
+    """
+
+    engine: RouterEngine
+    endpoints: list[str]
+
+    @property
+    def endpoint(self) -> str:
+        """The first bound endpoint (resolved)."""
+        return self.endpoints[0]
+
+    @property
+    def tracker(self) -> ConnectionTracker:
+        """Which routing id came on which connection."""
+        return self.engine.tracker
+
+    @property
+    def log_limiter(self) -> LogLimiter:
+        """Rate-limits this broker's repeated warnings (settable)."""
+        return self.engine.log_limiter
+
+    @log_limiter.setter
+    def log_limiter(self, limiter: LogLimiter) -> None:
+        """Use another limiter (tests shorten its window)."""
+        self.engine.log_limiter = limiter
+
+    @property
+    def on_event(self) -> Callable[[Event], None] | None:
+        """The callback given every core event (settable before serving)."""
+        return self.engine.on_event
+
+    @on_event.setter
+    def on_event(self, callback: Callable[[Event], None] | None) -> None:
+        """Set the callback (None: none)."""
+        self.engine.on_event = callback

@@ -20,6 +20,7 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -37,6 +38,7 @@ from ._tracker import ConnectionTracker
 __all__ = [
     "DEALER_MONITOR_EVENTS",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DealerCore",
     "ConnectionTracker",
     "HandlerError",
     "LogLimiter",
@@ -49,6 +51,7 @@ __all__ = [
     "configure_socket",
     "describe",
     "drain_monitor",
+    "flush_dealer",
     "log_event",
     "log_handler_failure",
     "make_dealer",
@@ -350,6 +353,37 @@ def send_frames(sock: zmq.Socket[bytes], frames: Sequence[bytes]) -> None:
     for i in range(last):
         send(frames[i], _MORE_NOBLOCK)
     send(frames[last], _NOBLOCK)
+
+
+class DealerCore(Protocol):
+    """What :func:`flush_dealer` needs of a core: a Worker's or a Client's."""
+
+    def outgoing(self) -> list[list[bytes]]:
+        """Drain the messages to send."""
+        ...  # pragma: no cover - a protocol
+
+    def send_failed(self, frames: Sequence[bytes], now: float) -> None:
+        """Report a message the socket refused."""
+        ...  # pragma: no cover - a protocol
+
+
+def flush_dealer(sock: zmq.Socket[bytes], core: DealerCore, now: float) -> bool:
+    """Send what a Worker or Client core queued on its DEALER, never blocking.
+
+    A message the socket refuses (its queue to the broker is full) is
+    reported with ``core.send_failed``: the core decides what that means
+    (a client's attempt is over, a worker's conversation broken, a lost
+    HEARTBEAT nothing). Returns False if one was refused; the core then
+    has events to act on.
+    """
+    ok = True
+    for frames in core.outgoing():
+        try:
+            send_frames(sock, frames)
+        except zmq.Again:
+            core.send_failed(frames, now)
+            ok = False
+    return ok
 
 
 def timeout_ms(deadline: float | None, now: float, cap: float | None = None) -> int | None:
