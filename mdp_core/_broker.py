@@ -139,14 +139,13 @@ class Broker:
     (it refused the reply: :meth:`send_failed`),
     :class:`~mdp_core.RequestExpired`, :class:`~mdp_core.RequestRefused` (on
     arrival) or :class:`~mdp_core.RequestAbandoned` (its client is gone).
-    Requests to ``mmi.*`` are answered at once by the broker itself (see
-    :mod:`mdp_core._mmi` for the formats: ``mmi.service`` -> ``200``/``404``,
-    ``mmi.services`` -> one frame per service with a live worker, sorted,
-    ``mmi.workers`` -> one ``b"<service> <state>"`` frame per live worker,
-    sorted; an empty list is one empty frame; ``mmi.stats`` -> a totals
-    frame, then one frame per service (:meth:`stats`); other ``mmi.*`` ->
-    ``501``)
-    and end with ``RequestDelivered`` whose ``worker`` is ``b""``.
+    A request whose worker is lost goes to another one
+    (:class:`~mdp_core.RequestRequeued`, then
+    :class:`~mdp_core.RequestRedispatched`). Requests to ``mmi.*`` are
+    answered at once by the broker itself (``mmi.service``,
+    ``mmi.services``, ``mmi.workers``, ``mmi.stats``; other ``mmi.*`` ->
+    ``501``; formats in :mod:`mdp_core._mmi`) and end with
+    ``RequestDelivered`` whose ``worker`` is ``b""``.
 
     An MDP/0.1 client served by an MDP/0.2 worker gets the PARTIAL bodies
     gathered and sent, followed by the FINAL's body, as one REPLY; beyond
