@@ -338,7 +338,9 @@ class WorkerMetrics:
     handler and :meth:`finished` when the reply is sent or the request
     abandoned, with its clock's ``now``; :meth:`observe` counts
     ``BrokerLost`` events. ``service`` is the worker's service (its label
-    value). Not thread-safe. Raises :class:`ValueError` for bad buckets.
+    value). Feed it from one thread; :meth:`snapshot` may run in another
+    (it copies a few fixed-size records, so at worst it misses the update
+    in progress). Raises :class:`ValueError` for bad buckets.
     """
 
     def __init__(self, service: bytes, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:

@@ -355,6 +355,21 @@ def test_mdp_broker_metrics_serves_metrics_and_json_logs(
     assert {"time", "message"} <= set(ready[0])
 
 
+def test_mdp_worker_metrics_serves_the_handlers_metrics(
+    echo_broker: BrokerThread, procs: ProcSet
+) -> None:
+    worker = procs.start(mdp_cli("worker", "up", "--echo", "--announce", "--connect",
+                                 echo_broker.endpoint, "--metrics", "127.0.0.1:0"))
+    url = worker.wait_line("mdp worker metrics on ").split()[-1]
+    worker.wait_line("ready")
+    assert echo_broker.wait_count(WorkerReady, 2)
+    with mdp_zmq.Client(echo_broker.endpoint, ClientConfig(timeout=10, retries=0)) as client:
+        assert client.request("up", b"x") == [b"x"]
+    assert until(lambda: value(scrape(url), "mdp_handler_requests_total", service="up",
+                               outcome="replied") == 1)
+    assert value(scrape(url), "mdp_handler_seconds_count", service="up") == 1
+
+
 def test_metrics_without_prometheus_client_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
