@@ -13,6 +13,10 @@ started once and kept running; only one is loaded at a time):
 * ``mdp_async-trio``, ``mdp_async-asyncio``: our async broker
   (``bench/async_broker_proc.py``: ``anyio.run(mdp_async.Broker(...).serve)``
   on trio or asyncio, default settings);
+* ``mdp_zmq-metrics`` (with ``--metrics``): the same with ``--metrics
+  127.0.0.1:0`` (the core times every request, the collector counts every
+  event; /metrics is scraped once per round, outside the timed runs), so
+  the cost of metrics is the paired ratio of the two;
 * ``majortomo``: ``python -m majortomo.broker`` with its CLI defaults (it
   logs one INFO line per reply to stderr, sent to /dev/null here);
 * ``majortomo-quiet``: the same with logging at WARNING (``-c`` config file),
@@ -40,6 +44,7 @@ import argparse
 import os
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +56,7 @@ C02 = b"MDPC02"
 CONTENDERS = ["floor", "floor-lru", "mdp_zmq", "mdp_async-trio", "mdp_async-asyncio",
               "majortomo", "majortomo-quiet"]
 ASYNC = {"mdp_async-trio": "trio", "mdp_async-asyncio": "asyncio"}
+METERED = "mdp_zmq-metrics"
 QUIET_YAML = "logging: {handlers: {console: {level: WARNING}}, root: {level: WARNING}}\n"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -69,6 +75,8 @@ class Contender:
     dialect: str  # raw_worker.py --dialect
     make: Callable[[bytes], list[bytes]]  # tag -> request frames
     broker_pid: int = 0
+    metrics_url: str | None = None  # mdp_zmq-metrics: its /metrics
+    delivered_counted: int = 0  # what its /metrics said after the last round
     sock: zmq.Socket[bytes] | None = None
     seq: int = 0
     results: dict[str, list[dict[str, float]]] = field(default_factory=dict)
@@ -97,9 +105,11 @@ def start(procs: Procs, name: str, tmp: str, workers: int) -> Contender:
         assert b.stdout is not None
         ep = wait_line(b.stdout, "listening ", 10).split()[1]
         dialect = "floor"
-    elif name == "mdp_zmq":
-        b = procs.start([PY, "-m", "mdp_zmq", "broker", "--bind", port_ep], stdout=True)
+    elif name in ("mdp_zmq", METERED):
+        extra = ["--metrics", "127.0.0.1:0"] if name == METERED else []
+        b = procs.start([PY, "-m", "mdp_zmq", "broker", "--bind", port_ep, *extra], stdout=True)
         assert b.stdout is not None
+        url = wait_line(b.stdout, "mdp broker metrics on ", 10).split()[-1] if extra else None
         ep = wait_line(b.stdout, "mdp broker listening on ", 10).split()[-1]
         dialect = "mdp02"
     elif name in ASYNC:
@@ -120,6 +130,8 @@ def start(procs: Procs, name: str, tmp: str, workers: int) -> Contender:
         b = procs.start(argv)
         dialect = "majortomo"
     c = Contender(name, dialect, request_maker(dialect), broker_pid=b.pid)
+    if name == METERED:
+        c.metrics_url = url
     for _ in range(workers):
         w = procs.start([PY, "bench/raw_worker.py", ep, "--dialect", dialect], stdout=True)
         assert w.stdout is not None
@@ -285,6 +297,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     """Measure and print; return the results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=CONTENDERS)
+    p.add_argument("--metrics", action="store_true",
+                   help=f"also run {METERED} (mdp_zmq with --metrics) and report the "
+                   "overhead of metrics, on vs off")
     p.add_argument("--seconds", type=float, default=2.0, help="per measurement [2.0]")
     p.add_argument("--rounds", type=int, default=5, help="ABAB rounds [5]")
     p.add_argument("--window", type=int, default=100, help="requests in flight, concurrent [100]")
@@ -292,9 +307,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--chart", help="write the latency/throughput PNG here")
     a = p.parse_args(argv)
+    names = list(a.contenders)
+    if a.metrics:
+        names = [*names, "mdp_zmq"] if "mdp_zmq" not in names else names
+        names.insert(names.index("mdp_zmq") + 1, METERED)
 
     with Procs() as procs, tempfile.TemporaryDirectory() as tmp:
-        cs = [start(procs, name, tmp, a.workers) for name in a.contenders]
+        cs = [start(procs, name, tmp, a.workers) for name in names]
         for c in cs:
             probe(c, min(0.3, a.seconds))
             c.results = {"sequential": [], "concurrent": []}
@@ -303,6 +322,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 c.results["sequential"].append(sequential(c, a.seconds))
             for c in cs:
                 c.results["concurrent"].append(concurrent(c, a.seconds, a.window))
+            for c in cs:
+                if c.metrics_url is not None:
+                    c.delivered_counted = scrape(c.metrics_url)
             print(f"round {r + 1}/{a.rounds} done", flush=True)
         for c in cs:
             assert c.sock is not None
@@ -315,14 +337,44 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if a.chart:
         chart(a.chart, cs, summary, a.window)
     verdict = targets(cs)
-    for line in verdict["lines"]:  # type: ignore[union-attr]
+    overhead = metrics_overhead(cs)
+    for line in [*verdict["lines"], *overhead["lines"]]:  # type: ignore[misc]
         print(line)
     raw = {c.name: {m: [{k: v for k, v in r.items() if k != "lat"} for r in runs]
                     for m, runs in c.results.items()} for c in cs}
     result: dict[str, object] = {"params": vars(a), "summary": summary, "runs": raw,
                                  "targets": verdict}
+    if a.metrics:
+        result["metrics_overhead"] = overhead
     save_json(a.json, {"e2e": result})
     return result
+
+
+def scrape(url: str) -> int:
+    """GET ``url`` (a /metrics page); return the requests it counted delivered."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("mdp_requests_total{") and 'outcome="delivered"' in line)
+
+
+def metrics_overhead(cs: list[Contender]) -> dict[str, object]:
+    """Round trips/s with metrics on vs off (paired per-round ratios), and the
+    deliveries the metered broker counted (it must have seen the load)."""
+    lines: list[str] = []
+    out: dict[str, object] = {"lines": lines}
+    names = {c.name for c in cs}
+    if METERED not in names or "mdp_zmq" not in names:
+        return out
+    for mode in ("sequential", "concurrent"):
+        r = paired(cs, mode, METERED, "mdp_zmq")
+        out[mode] = r
+        lines.append(f"{mode}: metrics on = {r:.3f} x off, overhead {100 * (1 - r):.1f}% "
+                     f"(target < 5%): {'MET' if r > 0.95 else 'MISSED'}")
+    metered = next(c for c in cs if c.name == METERED)
+    out["delivered_counted"] = delivered = metered.delivered_counted
+    lines.append(f"{METERED} counted {delivered:,} requests delivered on its /metrics")
+    return out
 
 
 def paired(cs: list[Contender], mode: str, a: str, b: str) -> float:

@@ -57,6 +57,7 @@ from ._broker_edges import (
     keep_unsent,
     no_new_service,
     oversized,
+    redispatched,
     refuse,
     requeue,
     settle_failed_send,
@@ -114,11 +115,13 @@ from ._events import (
     RequestDelivered,
     RequestExpired,
     RequestRefused,
+    TimedRequestDelivered,
     WorkerLost,
     WorkerReady,
 )
 from ._mmi import MMI_PREFIX
 from ._state import WorkerState
+from ._stats import BrokerStats, broker_stats
 
 __all__ = ["Broker", "BrokerConfig"]
 
@@ -136,12 +139,13 @@ class Broker:
     (it refused the reply: :meth:`send_failed`),
     :class:`~mdp_core.RequestExpired`, :class:`~mdp_core.RequestRefused` (on
     arrival) or :class:`~mdp_core.RequestAbandoned` (its client is gone).
-    Requests to ``mmi.*`` are answered at once by the broker itself (see
-    :mod:`mdp_core._mmi` for the formats: ``mmi.service`` -> ``200``/``404``,
-    ``mmi.services`` -> one frame per service with a live worker, sorted,
-    ``mmi.workers`` -> one ``b"<service> <state>"`` frame per live worker,
-    sorted; an empty list is one empty frame; other ``mmi.*`` -> ``501``)
-    and end with ``RequestDelivered`` whose ``worker`` is ``b""``.
+    A request whose worker is lost goes to another one
+    (:class:`~mdp_core.RequestRequeued`, then
+    :class:`~mdp_core.RequestRedispatched`). Requests to ``mmi.*`` are
+    answered at once by the broker itself (``mmi.service``,
+    ``mmi.services``, ``mmi.workers``, ``mmi.stats``; other ``mmi.*`` ->
+    ``501``; formats in :mod:`mdp_core._mmi`) and end with
+    ``RequestDelivered`` whose ``worker`` is ``b""``.
 
     An MDP/0.1 client served by an MDP/0.2 worker gets the PARTIAL bodies
     gathered and sent, followed by the FINAL's body, as one REPLY; beyond
@@ -157,10 +161,16 @@ class Broker:
     input is ignored.
     """
 
-    def __init__(self, config: BrokerConfig | None = None) -> None:
-        """Make an empty broker with ``config`` (default ``BrokerConfig()``)."""
+    def __init__(self, config: BrokerConfig | None = None, *, timed: bool = False) -> None:
+        """Make an empty broker with ``config`` (default ``BrokerConfig()``).
+
+        ``timed``: report each worker's reply as
+        :class:`~mdp_core.TimedRequestDelivered` (what metrics need; off, the
+        data path does not pay for it).
+        """
         cfg = config if config is not None else BrokerConfig()
         self.config = cfg
+        self.timed = timed
         self._interval = cfg.heartbeat_interval
         self._expiry = cfg.heartbeat_interval * cfg.heartbeat_liveness
         self._srows = _session_rows()
@@ -174,7 +184,7 @@ class Broker:
         self._waiting: deque[_Request] = deque()  # first-time queued, by deadline
         self._requeued: list[tuple[float, int, _Request]] = []  # re-queued, by deadline
         self._seq = itertools.count()
-        self._ids = itertools.count(1)
+        self._accepted = 0  # requests accepted so far (the last one's id)
         self._out: list[tuple[bytes, list[bytes]]] = []
         self._events: list[Event] = []
         # Replies to clients whose send may still be reported failed (a
@@ -391,6 +401,13 @@ class Broker:
                 best = t
         return best
 
+    def stats(self) -> BrokerStats:
+        """What the broker holds now, per service (:class:`~mdp_core.BrokerStats`).
+
+        O(services + workers): for management, not per message. Raises nothing.
+        """
+        return broker_stats(self)
+
     def close(self, now: float) -> None:
         """Shut down cleanly: DISCONNECT every live worker (each ends with
         :class:`~mdp_core.WorkerLost`), end every pending request with
@@ -425,7 +442,8 @@ class Broker:
             refuse(self, peer, svc, size)
             return
         self._held = held
-        req = _Request(next(self._ids), peer, svc, dialect, body, size,
+        self._accepted = rid = self._accepted + 1
+        req = _Request(rid, peer, svc, dialect, body, size, now,
                        now + self.config.request_timeout, self._queued_row)
         requests = self._clients.get(peer)
         if requests is None:
@@ -475,6 +493,7 @@ class Broker:
         req.state, req.row = req.row[_DISPATCH]
         w.state, w.row = w.row[_REQUEST]
         req.attempts += 1
+        req.dispatched = now
         w.request = req
         frames = [*w.request_prefix, req.client, b"", *req.body]
         self._out.append((w.peer, frames))
@@ -495,6 +514,9 @@ class Broker:
             if _DISPATCH in req.row:  # else a stale entry (expired or abandoned)
                 svc.queued -= 1
                 self._dispatch(req, w, now)
+                lost_at = req.lost_at
+                if lost_at is not None:
+                    redispatched(self, req, w, lost_at, now)
                 return
         svc.idle[w.peer] = w
 
@@ -580,7 +602,12 @@ class Broker:
                 events = self._events
                 req.delivered = rec = (frames, events, len(events))
                 self._track.append(rec)
-                events.append(RequestDelivered(client, svc.name, peer))
+                if self.timed:
+                    sent = req.dispatched
+                    events.append(TimedRequestDelivered(
+                        client, svc.name, peer, sent - req.arrived, now - sent))
+                else:
+                    events.append(RequestDelivered(client, svc.name, peer))
                 self._forget(req)
             self._make_idle(w, now)
         elif _DELIVER in req.row:

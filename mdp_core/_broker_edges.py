@@ -36,6 +36,7 @@ from ._events import (
     RequestAbandoned,
     RequestDelivered,
     RequestExpired,
+    RequestRedispatched,
     RequestRefused,
     RequestRequeued,
     RequestUndelivered,
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
     from ._broker import Broker
 
 __all__ = ["abandon", "answer_mmi", "close_all", "gather", "keep_unsent", "no_new_service",
-           "oversized", "refuse", "requeue", "settle_failed_send", "unexpected"]
+           "oversized", "redispatched", "refuse", "requeue", "settle_failed_send",
+           "unexpected"]
 
 
 def settle_failed_send(b: Broker, peer: bytes, frames: Sequence[bytes], now: float) -> None:
@@ -167,7 +169,7 @@ def answer_mmi(
     reply = mmi_reply(
         service, body, b._services,
         (w.service.name + b" " + w.state.value.encode() for w in b._workers.values()),
-        b.config.max_mmi_reply_bytes,
+        b.stats, b.config.max_mmi_reply_bytes,
     )
     frames = _reply_frames(dialect, service, None, reply, True)
     b._out.append((peer, frames))
@@ -262,8 +264,11 @@ def requeue(b: Broker, req: _Request, worker: bytes, now: float) -> None:
             f"worker lost on attempt {req.attempts} of max_attempts={cfg.max_attempts}"))
         return
     b._events.append(RequestRequeued(req.client, svc.name, worker, req.attempts))
+    req.lost_at = now
     if svc.idle:
-        b._dispatch(req, svc.idle.popitem(last=False)[1], now)
+        w = svc.idle.popitem(last=False)[1]
+        b._dispatch(req, w, now)
+        redispatched(b, req, w, now, now)
     elif now >= req.deadline:
         req.state, req.row = req.row[_EXPIRE]
         b._forget(req)
@@ -274,3 +279,11 @@ def requeue(b: Broker, req: _Request, worker: bytes, now: float) -> None:
         svc.queue.appendleft(req)
         svc.queued += 1
         heapq.heappush(b._requeued, (req.deadline, req.id, req))
+
+
+def redispatched(b: Broker, req: _Request, w: _Worker, lost_at: float, now: float) -> None:
+    """A request re-queued at ``lost_at`` after its worker's loss was just
+    dispatched to ``w``."""
+    req.lost_at = None
+    b._events.append(RequestRedispatched(
+        req.client, req.service.name, w.peer, req.attempts, now - lost_at))

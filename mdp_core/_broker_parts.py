@@ -237,20 +237,24 @@ class _Worker:
 
 class _Request:
     __slots__ = (
-        "attempts", "body", "client", "deadline", "delivered", "dialect", "gathered",
-        "gathered_bytes", "id", "row", "service", "size", "state",
+        "arrived", "attempts", "body", "client", "deadline", "delivered", "dialect",
+        "dispatched", "gathered", "gathered_bytes", "id", "lost_at", "row", "service", "size",
+        "state",
     )
 
     def __init__(
         self, rid: int, client: bytes, service: _Service, dialect: Dialect,
-        body: Sequence[bytes], size: int, deadline: float, row: _RequestRow,
+        body: Sequence[bytes], size: int, now: float, deadline: float, row: _RequestRow,
     ) -> None:
         self.id = rid
         self.client = client
         self.service = service
         self.dialect = dialect
         self.body = body
+        self.arrived = self.dispatched = now  # dispatched: set by each dispatch
         self.deadline = deadline
+        # When its worker was lost, while it waits in its queue for another.
+        self.lost_at: float | None = None
         self.state = _QUEUED
         self.row = row
         self.attempts = 0

@@ -23,10 +23,12 @@ __all__ = [
     "RequestExpired",
     "RequestFailed",
     "RequestReceived",
+    "RequestRedispatched",
     "RequestRefused",
     "RequestRequeued",
     "RequestUndelivered",
     "ResetConnection",
+    "TimedRequestDelivered",
     "WorkerLost",
     "WorkerReady",
 ]
@@ -91,6 +93,23 @@ class RequestRequeued(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class RequestRedispatched(Event):
+    """A request that went back to its queue after its worker was lost
+    (:class:`RequestRequeued`) was given to another worker.
+
+    ``attempt`` is the number of this dispatch among those that reached a
+    worker; ``recovery`` is the seconds from the loss (as the broker learnt
+    it) to this dispatch: 0 when a worker was idle at once.
+    """
+
+    client: bytes
+    service: bytes
+    worker: bytes
+    attempt: int
+    recovery: float
+
+
+@dataclass(frozen=True, slots=True)
 class RequestDelivered(Event):
     """A request ended well: the transport accepted its FINAL (or REPLY) for
     the client.
@@ -98,12 +117,29 @@ class RequestDelivered(Event):
     ``worker`` is ``b""`` for an ``mmi.*`` request, which the broker answers
     itself. If the driver then reports the send as failed
     (``Broker.send_failed``), this event is replaced, in place and before
-    ``events()`` returns it, by :class:`RequestUndelivered`.
+    ``events()`` returns it, by :class:`RequestUndelivered`. A broker made
+    with ``timed=True`` reports a worker's reply as
+    :class:`TimedRequestDelivered` instead.
     """
 
     client: bytes
     service: bytes
     worker: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TimedRequestDelivered(RequestDelivered):
+    """:class:`RequestDelivered` with how long the request took at the broker.
+
+    ``waited`` is the seconds from the request's arrival to the dispatch
+    whose worker answered (earlier attempts included); ``processing`` the
+    seconds from that dispatch to the FINAL; their sum is the time the
+    request spent at the broker. Only a ``Broker(timed=True)`` emits it,
+    for replies from workers (``mmi.*`` answers stay :class:`RequestDelivered`).
+    """
+
+    waited: float
+    processing: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,18 @@ def test_e2e_bench_measures_every_contender_against_the_floor(tmp_path: Path) ->
     assert "x floor" in out
 
 
+def test_e2e_bench_compares_metrics_on_and_off(tmp_path: Path) -> None:
+    out = run_script([str(BENCH / "e2e.py"), "--contenders", "mdp_zmq", "--metrics",
+                      "--seconds", "0.1", "--rounds", "1", "--workers", "1", "--window", "10",
+                      "--json", str(tmp_path / "e2e.json")])
+    data = json.loads((tmp_path / "e2e.json").read_text())["e2e"]
+    assert set(data["summary"]["concurrent"]) == {"mdp_zmq", "mdp_zmq-metrics"}
+    overhead = data["metrics_overhead"]
+    assert overhead["sequential"] > 0 and overhead["concurrent"] > 0
+    assert overhead["delivered_counted"] > 0
+    assert "metrics on = " in out
+
+
 def test_recovery_bench_sees_redispatch_and_majortomo_never_replies(tmp_path: Path) -> None:
     run_script([str(BENCH / "recovery.py"), "--kills", "2", "--majortomo-kills", "1",
                 "--client-timeout", "0.5", "--json", str(tmp_path / "rec.json")])

@@ -23,6 +23,7 @@ from mdp_core import (
     RequestAbandoned,
     RequestDelivered,
     RequestExpired,
+    RequestRedispatched,
     RequestRefused,
     RequestRequeued,
     WorkerLost,
@@ -353,7 +354,8 @@ def test_busy_worker_killed_mid_job_reply_comes_from_second_worker() -> None:
     h.drain()
     h.b.connection_lost(b"w1", h.now)
     assert h.events() == [WorkerLost(b"w1", b"echo", "connection lost"),
-                          RequestRequeued(b"c1", b"echo", b"w1", 1)]
+                          RequestRequeued(b"c1", b"echo", b"w1", 1),
+                          RequestRedispatched(b"c1", b"echo", b"w2", 2, 0.0)]
     assert h.out() == [(b"w2", WorkerRequest(b"c1", (b"job",)))]
     h.reply(b"w2", b"c1", (b"done",))
     assert h.out() == [(b"c1", ClientReply(b"echo", (b"done",)))]
@@ -438,7 +440,8 @@ def test_busy_worker_that_sends_disconnect_has_its_request_redispatched() -> Non
     h.drain()
     h.disconnect(b"w1")
     assert h.events() == [WorkerLost(b"w1", b"echo", "worker sent DISCONNECT"),
-                          RequestRequeued(b"c1", b"echo", b"w1", 1)]
+                          RequestRequeued(b"c1", b"echo", b"w1", 1),
+                          RequestRedispatched(b"c1", b"echo", b"w2", 2, 0.0)]
     assert h.out() == [(b"w2", WorkerRequest(b"c1", (b"hi",)))]
 
 
@@ -454,7 +457,8 @@ def test_processing_timeout_disconnects_worker_and_redispatches() -> None:
     assert h.out() == []
     h.at(5.0)
     assert h.events() == [WorkerLost(b"w1", b"echo", "processing timeout (4s) passed"),
-                          RequestRequeued(b"c1", b"echo", b"w1", 1)]
+                          RequestRequeued(b"c1", b"echo", b"w1", 1),
+                          RequestRedispatched(b"c1", b"echo", b"w2", 2, 0.0)]
     assert h.out() == [(b"w1", Disconnect()), (b"w2", WorkerRequest(b"c1", (b"hi",)))]
     h.reply(b"w1", b"c1")  # its late reply is dropped and answered with DISCONNECT
     assert h.out() == [(b"w1", Disconnect())]

@@ -29,6 +29,7 @@ from mdp_core import (
     RequestAbandoned,
     RequestDelivered,
     RequestExpired,
+    RequestRedispatched,
     RequestRefused,
     RequestRequeued,
     RequestUndelivered,
@@ -129,7 +130,8 @@ def test_request_that_did_not_reach_its_worker_goes_at_once_to_an_idle_one() -> 
     assert [p for p, _ in out] == [b"w1"]
     h.fail(out, b"w1")
     assert h.out() == [(b"w1", Disconnect()), (b"w2", WorkerRequest(b"c1", (b"hi",)))]
-    assert kinds(h.events()) == [WorkerLost, RequestRequeued]
+    assert h.events()[1:] == [RequestRequeued(b"c1", b"echo", b"w1", 0),
+                              RequestRedispatched(b"c1", b"echo", b"w2", 1, 0.0)]
     h.reply(b"w2", b"c1")
     assert h.events() == [RequestDelivered(b"c1", b"echo", b"w2")]
 
@@ -525,7 +527,7 @@ def test_busy_worker_over_max_frames_is_disconnected_and_its_request_redispatche
     h.reply(b"w1", b"c1", (b"x",) * 20)
     assert h.out() == [(b"w1", Disconnect()), (b"w2", WorkerRequest(b"c1", (b"hi",)))]
     events = h.events()
-    assert kinds(events) == [ProtocolError, WorkerLost, RequestRequeued]
+    assert kinds(events) == [ProtocolError, WorkerLost, RequestRequeued, RequestRedispatched]
     assert isinstance(events[0], ProtocolError) and "max_frames=8" in events[0].reason
 
 

@@ -36,10 +36,11 @@ class BrokerThread:
     """
 
     def __init__(self, endpoint: str, config: Any = None, transport: Any = None,
-                 *, start: bool = True) -> None:
+                 *, start: bool = True, metrics: Any = None) -> None:
         self.events: list[tuple[float, Event]] = []
         self.cond = threading.Condition()
-        self.broker = mdp_zmq.Broker(endpoint, config, transport=transport, on_event=self._on)
+        self.broker = mdp_zmq.Broker(endpoint, config, transport=transport, on_event=self._on,
+                                     metrics=metrics)
         self.endpoint = self.broker.endpoint
         self.thread: threading.Thread | None = None
         if start:

@@ -16,8 +16,11 @@ import logging
 from collections.abc import Callable, Sequence
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import zmq
 from anyio.abc import TaskStatus
+from anyio.lowlevel import EventLoopToken
 from mdp_zmq.engine import EngineViews, RouterEngine
 from mdp_zmq.glue import MonitorEvent, TransportConfig, make_router
 
@@ -46,8 +49,11 @@ class Broker(Background, EngineViews):
     logged, synchronously in the pump's turn (on asyncio from a loop
     callback, not a task): it must not block, and hands async work to a
     task, e.g. with a memory object stream's ``send_nowait``; an exception
-    it raises is logged and ignored. Raises ``zmq.ZMQError`` if an endpoint cannot be bound,
-    ValueError if there is none.
+    it raises is logged and ignored. ``metrics`` (a
+    :class:`mdp_core.BrokerMetrics`) is fed every core event in the pump's
+    turn and makes the core time each request; read it with
+    :meth:`metrics_snapshot`. Raises ``zmq.ZMQError`` if an endpoint cannot
+    be bound, ValueError if there is none.
     """
 
     def __init__(
@@ -58,16 +64,20 @@ class Broker(Background, EngineViews):
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        metrics: mdp_core.BrokerMetrics | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
-        self.core = mdp_core.Broker(config)
+        self.core = mdp_core.Broker(config, timed=metrics is not None)
+        self.metrics = metrics
+        self._token: EventLoopToken | None = None  # while serving: the loop to ask
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         self._router, self._monitor, self.endpoints = make_router(
             self.context, endpoints, self.transport)
         self.engine = RouterEngine(self.core, self._router, self._monitor, self.transport,
-                                   log=log, clock=anyio.current_time, on_event=on_event)
+                                   log=log, clock=anyio.current_time, on_event=on_event,
+                                   metrics=metrics)
         self._pump: Pump | None = None  # made in serve(): it needs the running loop
         self._served = False
 
@@ -83,6 +93,7 @@ class Broker(Background, EngineViews):
             raise RuntimeError("this broker already served; make a new one")
         self._served = True
         self._pump = make_pump(self._router)
+        self._token = anyio.lowlevel.current_token()
         log.info("broker listening on %s", ", ".join(self.endpoints))
         try:
             with plain_interrupt():
@@ -91,7 +102,27 @@ class Broker(Background, EngineViews):
                     task_status.started()
                     await self._pump.run(self._turn)
         finally:
+            self._token = None
             self._shutdown()
+
+    def metrics_snapshot(self) -> mdp_core.MetricsSnapshot:
+        """The broker's metrics now (:meth:`mdp_core.BrokerMetrics.snapshot`).
+
+        Thread-safe: from another thread while the broker serves, the
+        snapshot is taken in the broker's event loop (a Prometheus scrape
+        runs in a thread of its own). Raises RuntimeError if the broker has
+        no ``metrics``.
+        """
+        metrics = self.metrics
+        if metrics is None:
+            raise RuntimeError("this broker was made without metrics=")
+        token = self._token
+        if token is not None:
+            try:
+                return anyio.from_thread.run_sync(metrics.snapshot, self.core, token=token)
+            except RuntimeError:  # asked from the loop's own thread (on_event)
+                pass
+        return metrics.snapshot(self.core)
 
     # --------------------------------------------------------------- the pump
 

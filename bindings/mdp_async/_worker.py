@@ -94,8 +94,11 @@ class Worker(Background):
     ``concurrency=N`` holds N conversations (N sockets), so N requests
     are handled at once. ``await worker.serve()`` runs until cancelled and
     sends DISCONNECT on every open conversation on the way out; ``async
-    with worker:`` serves in the background until the block ends. Raises
-    ValueError for an empty service name or ``concurrency < 1``.
+    with worker:`` serves in the background until the block ends.
+    ``metrics`` (a :class:`mdp_core.WorkerMetrics`) times each handler
+    call and counts lost broker conversations, as in the blocking worker.
+    Raises ValueError for an empty service name or ``concurrency < 1``,
+    TypeError for a handler that is not callable.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class Worker(Background):
         *,
         concurrency: int = 1,
         threaded: bool = False,
+        metrics: mdp_core.WorkerMetrics | None = None,
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
@@ -119,6 +123,7 @@ class Worker(Background):
         self.endpoint = endpoint
         self.handler = handler
         self.threaded = threaded
+        self.metrics = metrics
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         # The core checks service, config and version (TypeError/ValueError).
@@ -217,7 +222,10 @@ class _Lane:
         if deadline is not None and now >= deadline:
             core.tick(now)
         self._flush()
-        for event in core.events():
+        events = core.events()
+        if self.worker.metrics is not None:
+            self.worker.metrics.observe(events)
+        for event in events:
             log_event(log, event, self.worker.log_limiter)
             if isinstance(event, RequestReceived):
                 assert self.jobs is not None
@@ -275,10 +283,13 @@ class _Lane:
 
     async def _job(self, request: RequestReceived) -> None:
         """Run the handler for ``request`` and send its FINAL (or abandon it)."""
-        core = self.core
+        core, metrics, replied = self.core, self.worker.metrics, False
+        if metrics is not None:
+            metrics.started(request, anyio.current_time())
         try:
             final = await self._call(request)
             core.reply(request, final, anyio.current_time())
+            replied = True
         except NotCurrentRequest as exc:  # the conversation ended meanwhile
             log.debug("reply dropped: %s", exc)
             return
@@ -290,6 +301,9 @@ class _Lane:
                 log.debug("cannot abandon: %s", exc)
         else:
             self.worker.handled += 1
+        finally:
+            if metrics is not None:
+                metrics.finished(request, replied, anyio.current_time())
         self._wake()
 
     async def _call(self, request: RequestReceived) -> Body:

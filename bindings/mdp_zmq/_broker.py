@@ -11,9 +11,12 @@ heartbeats (which end in the same DISCONNECTED), ``ROUTER_MANDATORY``
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import zmq
@@ -46,7 +49,10 @@ class Broker(Runner, EngineViews):
     thread, SIGINT/SIGTERM; on shutdown every live worker gets DISCONNECT
     and the socket closes with a bounded linger. ``on_event`` is called in
     the broker's thread with every core event (after it is logged; an
-    exception it raises is logged and ignored). The turn between two polls
+    exception it raises is logged and ignored). ``metrics`` (a
+    :class:`mdp_core.BrokerMetrics`) is fed every core event, in the
+    broker's thread, and makes the core time each request
+    (``Broker(timed=True)``); read it with :meth:`metrics_snapshot`. The turn between two polls
     is :class:`~mdp_zmq.engine.RouterEngine`'s, as in every driver. Raises
     ``zmq.ZMQError`` if an endpoint cannot be bound, ValueError if there is
     none or one is empty, TypeError if one is not a str.
@@ -63,6 +69,7 @@ class Broker(Runner, EngineViews):
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        metrics: mdp_core.BrokerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(endpoints, str):
@@ -70,7 +77,12 @@ class Broker(Runner, EngineViews):
         elif not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
             raise TypeError("endpoints must be a str or a sequence of str, not "
                             f"{type(endpoints).__name__}")
-        self.core = mdp_core.Broker(config)
+        self.core = mdp_core.Broker(config, timed=metrics is not None)
+        self.metrics = metrics
+        # Snapshots asked for by other threads, taken by the loop between
+        # turns (the core is not thread-safe); None once the loop is over.
+        self._asks: list[Future[mdp_core.MetricsSnapshot]] | None = []
+        self._loop_ident: int | None = None
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         self.clock = clock
@@ -78,10 +90,49 @@ class Broker(Runner, EngineViews):
             self.context, endpoints, self.transport
         )
         self.engine = RouterEngine(self.core, self._router, self._monitor, self.transport,
-                                   log=log, clock=clock, on_event=on_event)
+                                   log=log, clock=clock, on_event=on_event, metrics=metrics)
         super().__init__()  # after the bind: nothing to release if it fails
 
     # --------------------------------------------------------------- public
+
+    def metrics_snapshot(self, timeout: float = 5.0) -> mdp_core.MetricsSnapshot:
+        """The broker's metrics now (:meth:`mdp_core.BrokerMetrics.snapshot`).
+
+        Thread-safe: asked from another thread while the broker serves (or
+        shuts down), the broker's thread takes it between two loop turns and
+        this waits for it. Raises RuntimeError if the broker has no
+        ``metrics``, TimeoutError if no snapshot came within ``timeout`` s.
+        """
+        metrics = self.metrics
+        if metrics is None:
+            raise RuntimeError("this broker was made without metrics=")
+        ask: Future[mdp_core.MetricsSnapshot] = Future()
+        with self._lock:
+            asks = self._asks
+            # Not started or shut down, or asked by the loop itself (on_event):
+            # no other thread is using the core now.
+            direct = (asks is None or not (self._running or self._closed)
+                      or threading.get_ident() == self._loop_ident)
+            if not direct:
+                asks.append(ask)  # type: ignore[union-attr]
+        if direct:
+            return metrics.snapshot(self.core)
+        self._waker.wake()
+        try:
+            return ask.result(timeout)
+        except concurrent.futures.TimeoutError:  # not the builtin one before Python 3.11
+            raise TimeoutError(f"no metrics snapshot from the broker in {timeout:g} s") from None
+
+    def _answer_asks(self, final: bool = False) -> None:
+        """Take the snapshots other threads wait for (in the broker's thread);
+        ``final``: the loop is over, later asks read the core directly."""
+        with self._lock:
+            asks = self._asks
+            self._asks = None if final else []
+        if asks and self.metrics is not None:
+            snapshot = self.metrics.snapshot(self.core)
+            for ask in asks:
+                ask.set_result(snapshot)
 
     def _prepare(self) -> None:
         log.info("broker listening on %s", ", ".join(self.endpoints))
@@ -96,6 +147,7 @@ class Broker(Runner, EngineViews):
         # result. With one request in flight the loop turns once per message.
         items: list[tuple[Any, int]] = [(router, _POLLIN), (monitor, _POLLIN), (waker, _POLLIN)]
         poll = zmq.zmq_poll
+        self._loop_ident = threading.get_ident()
         while not self._closing:
             # One deadline per turn: one that the messages read below bring
             # forward is met on the next turn (its poll won't wait).
@@ -113,6 +165,8 @@ class Broker(Runner, EngineViews):
             engine.turn(clock(), router_ready)
             if woken:
                 self._waker.clear()
+                if self._asks:
+                    self._answer_asks()
 
     # --------------------------------------------------------------- shutdown
 
@@ -124,5 +178,6 @@ class Broker(Runner, EngineViews):
         finally:
             close_monitor(self._router, self._monitor)
             self._router.close()  # LINGER from TransportConfig bounds this
+            self._answer_asks(final=True)
             self._waker.close()
             log.info("broker stopped")

@@ -5,20 +5,35 @@ WARNING. Two guards keep a peer from flooding the log: every value a peer
 supplied is truncated (:func:`shorten`), and repeated WARNING lines of one
 kind are rate-limited by a :class:`LogLimiter` (the first few per window,
 then one summary line with the count of the rest).
+
+:class:`JsonFormatter` writes the same records as one JSON object per line,
+with the event's fields as keys (``mdp ... --log-format json``).
 """
 
 from __future__ import annotations
 
+import enum
+import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from mdp_core import Event
 
-__all__ = ["HandlerError", "LogLimiter", "describe", "log_event", "log_handler_failure", "shorten"]
+__all__ = [
+    "HandlerError",
+    "JsonFormatter",
+    "LogLimiter",
+    "describe",
+    "event_fields",
+    "log_event",
+    "log_handler_failure",
+    "shorten",
+]
 
 #: Bytes of a peer-supplied value shown in a log line (its length follows).
 MAX_SHOWN_BYTES = 64
@@ -30,7 +45,8 @@ _KIND_CHARS = 48
 _KIND_PREFIX = re.compile(r"[A-Za-z _.-]*(?<! b)")
 
 # Events that are about a worker's or broker's life, not about one message.
-_INFO = {"WorkerReady", "WorkerLost", "RequestRequeued", "BrokerLost", "Disconnected"}
+_INFO = {"WorkerReady", "WorkerLost", "RequestRequeued", "RequestRedispatched", "BrokerLost",
+         "Disconnected"}
 _WARNING = {
     "ProtocolError", "RequestExpired", "RequestRefused", "RequestFailed", "RequestUndelivered",
 }
@@ -56,6 +72,51 @@ def shorten(value: object) -> str:
     if len(text) <= MAX_SHOWN_CHARS:
         return text
     return f"{text[:MAX_SHOWN_CHARS]}...({len(text)} chars)"
+
+
+def _json_value(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, enum.Enum):
+        return _json_value(value.value)
+    return shorten(value)
+
+
+def event_fields(event: Event) -> dict[str, object]:
+    """``{"event": Name, field: value, ...}``: values JSON-ready, peer bytes
+    and text cut as :func:`shorten` does (numbers stay numbers)."""
+    fields = getattr(event, "__dataclass_fields__", {})
+    out: dict[str, object] = {"event": type(event).__name__}
+    for name in fields:
+        out[name] = _json_value(getattr(event, name))
+    return out
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats each record as one JSON object on one line.
+
+    Keys: ``time`` (ISO 8601, UTC, milliseconds), ``level``, ``logger``,
+    ``message``; for a core event logged by :func:`log_event`, also
+    :func:`event_fields` (``event`` and the event's fields); ``exception``
+    with the traceback if the record has one.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The JSON line of ``record`` (without the newline)."""
+        out: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        event = getattr(record, "mdp_event", None)
+        if isinstance(event, Event):
+            for key, value in event_fields(event).items():
+                out.setdefault(key, value)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
 
 
 def describe(event: Event) -> str:
@@ -206,7 +267,7 @@ def log_event(
         lim = limiter if limiter is not None else default_limiter
         if not lim.allow(logger, level, _kind(event, name)):
             return
-    logger.log(level, "%s", describe(event))
+    logger.log(level, "%s", describe(event), extra={"mdp_event": event})
 
 
 class HandlerError(Exception):

@@ -72,6 +72,11 @@ class Worker(Runner):
     answered first (a second signal interrupts it). On return the worker has
     sent DISCONNECT and closed its socket.
 
+    ``metrics`` (a :class:`mdp_core.WorkerMetrics`) times each handler
+    call, from the start to the reply sent or the request abandoned, and
+    counts lost broker conversations; its ``snapshot()`` may be read from
+    another thread.
+
     Raises TypeError at construction if ``endpoint`` is not a str,
     ``service`` not str or bytes, ``handler`` not callable or ``version``
     not a :class:`mdp_core.Dialect`; ValueError for an empty endpoint or
@@ -91,6 +96,7 @@ class Worker(Runner):
         *,
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        metrics: mdp_core.WorkerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
@@ -104,6 +110,7 @@ class Worker(Runner):
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         self.clock = clock
+        self.metrics = metrics
         #: Rate-limits this worker's repeated warnings (see LogLimiter).
         self.log_limiter = LogLimiter(clock=clock)
         self._sock: zmq.Socket[bytes] | None = None
@@ -174,6 +181,8 @@ class Worker(Runner):
         # Until quiet: acting on an event (a handler's reply) or a failed
         # send reported by _flush() can make new events.
         while events := self.core.events():
+            if self.metrics is not None:
+                self.metrics.observe(events)
             for event in events:
                 log_event(log, event, self.log_limiter)
                 if isinstance(event, RequestReceived):
@@ -187,6 +196,16 @@ class Worker(Runner):
         self.log_limiter.flush()
 
     def _handle(self, request: RequestReceived) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            self._run_handler(request)
+        else:
+            metrics.started(request, self.clock())
+            replied = self._run_handler(request)
+            metrics.finished(request, replied, self.clock())
+
+    def _run_handler(self, request: RequestReceived) -> bool:
+        """Call the handler and send its reply; False if the request was not answered."""
         core = self.core
         try:
             result = self.handler(list(request.body))
@@ -201,13 +220,14 @@ class Worker(Runner):
             if core.current is not request:
                 # The conversation ended while the handler ran: nothing to abandon.
                 log.warning("reply dropped: %s", exc)
-                return
+                return False
             # A raising handler and an unsendable result alike (TypeError,
             # EmptyBody, PartialNotSupported): the request goes back to the broker.
             log_handler_failure(log, self.log_limiter, self.service, exc)
             core.abandon(request, self.clock())
-            return
+            return False
         self.handled += 1
+        return True
 
     def _partial(self, request: RequestReceived, body: object) -> None:
         self.core.partial(request, body, self.clock())

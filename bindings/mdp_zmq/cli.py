@@ -1,8 +1,9 @@
-"""The ``mdp`` command: broker, worker, call, services, demo.
+"""The ``mdp`` command: broker, worker, call, services, status, demo.
 
 ``-v`` logs lifecycle events (INFO: workers registered or lost, requests
 re-dispatched, reconnects); ``-vv`` adds one line per message (DEBUG); it
-may be given before or after the subcommand.
+may be given before or after the subcommand, and so may ``--log-format
+json`` (one JSON object per line, with the event's fields).
 
 Workers and clients connect to ``--connect``, else ``$MDP_ENDPOINT``, else
 ``tcp://127.0.0.1:5555``; the broker binds ``--bind``, else ``$MDP_BIND``,
@@ -34,16 +35,17 @@ import mdp_core
 from mdp_core import Dialect, FailureCause
 
 from . import _drivers
-from ._client import MdpZmqError, RequestTimeout
+from ._client import Client, MdpZmqError, RequestTimeout
 from ._worker import Handler
-from .glue import HandlerError, TransportConfig, normalize_endpoint
+from .glue import HandlerError, JsonFormatter, TransportConfig, normalize_endpoint, parse_host_port
 
-__all__ = ["CliError", "CommandFailed", "build_parser", "log_level", "main"]
+__all__ = ["CliError", "CommandFailed", "build_parser", "log_handler", "log_level", "main"]
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 _VERSIONS = {"0.1": Dialect.MDP01, "0.2": Dialect.MDP02}
 #: Longest piece of a command's stderr line copied into one log line.
 _CLIP = 200
+_LOG_FORMATS = ("text", "json")
 
 log = logging.getLogger("mdp_zmq.cli")
 
@@ -150,6 +152,21 @@ def connect_endpoint(text: str) -> str:
     return _endpoint(text, bind=False)
 
 
+def endpoint_list(text: str) -> list[str]:
+    """argparse type: comma-separated endpoints to connect to (each as
+    :func:`connect_endpoint`); raises ArgumentTypeError."""
+    return [connect_endpoint(part.strip()) for part in text.split(",")]
+
+
+def metrics_address(text: str) -> str:
+    """argparse type: ``HOST:PORT`` for a metrics endpoint (port 0: a free one)."""
+    try:
+        parse_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def service_name(text: str) -> bytes:
     """argparse type: a non-empty service name, as the bytes the shell passed
     (``os.fsencode``: bytes that are not UTF-8 are kept as they are)."""
@@ -242,13 +259,45 @@ def cmd_broker(args: argparse.Namespace) -> int:
         _env_endpoint(("MDP_BIND", "MDP_ENDPOINT"), bind=True) or DEFAULT_ENDPOINT]
     config, transport = broker_config(args), transport_config(args)
     module = _driver(args)
+    exposition = _metrics() if args.metrics else None
+    metrics = mdp_core.BrokerMetrics(args.metrics_max_services) if exposition else None
     try:
-        broker = module.Broker(endpoints, config, transport=transport)
+        broker = module.Broker(endpoints, config, transport=transport, metrics=metrics)
     except zmq.ZMQError as exc:
         raise CliError(f"cannot bind {' '.join(endpoints)}: {exc}", status=1) from None
+    server = None
+    if exposition is not None:
+        try:
+            server = _serve_metrics(exposition.BrokerCollector(broker.metrics_snapshot), args)
+        except CliError:
+            broker.close()
+            raise
+        print(f"mdp broker metrics on {server.url}", flush=True)
     print("mdp broker listening on " + " ".join(broker.endpoints), flush=True)
-    _drivers.serve(args.driver, broker)
+    try:
+        _drivers.serve(args.driver, broker)
+    finally:
+        if server is not None:
+            server.close()
     return 0
+
+
+def _metrics() -> Any:
+    """``mdp_zmq.metrics``, or a CliError (status 1) naming the extra to install."""
+    from ._ops import MetricsUnavailable, metrics_module
+
+    try:
+        return metrics_module()
+    except MetricsUnavailable as exc:
+        raise CliError(str(exc), status=1) from None
+
+
+def _serve_metrics(collector: Any, args: argparse.Namespace) -> Any:
+    """Serve ``collector`` on ``--metrics``; CliError (status 1) if it cannot bind."""
+    try:
+        return _metrics().serve(collector, args.metrics)
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on {args.metrics}: {exc}", status=1) from None
 
 
 def _printable(text: str) -> str:
@@ -310,12 +359,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
             extra["threaded"] = True  # a blocking call: in a thread, off the loop
     hb = args.heartbeat_interval
     given = {} if hb is None else {"heartbeat_interval": hb}
-    worker = module.Worker(_connect_to(args), args.service, handler,
-                           mdp_core.WorkerConfig(**given), _VERSIONS[args.mdp],
-                           transport=transport_config(args), **extra)
-    if announce:
-        print(f"ready pid={os.getpid()}", flush=True)
-    _drivers.serve(driver, worker)
+    metrics = mdp_core.WorkerMetrics(args.service) if args.metrics else None
+    server = None
+    if metrics is not None:
+        server = _serve_metrics(_metrics().WorkerCollector(metrics.snapshot), args)
+        print(f"mdp worker metrics on {server.url}", flush=True)
+    try:
+        worker = module.Worker(_connect_to(args), args.service, handler,
+                               mdp_core.WorkerConfig(**given), _VERSIONS[args.mdp],
+                               transport=transport_config(args), metrics=metrics, **extra)
+        if announce:
+            print(f"ready pid={os.getpid()}", flush=True)
+        _drivers.serve(driver, worker)
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 
@@ -350,6 +408,23 @@ def cmd_services(args: argparse.Namespace) -> int:
     for name in mdp_core.mmi_list(mdp_core.FinalReply(0, b"mmi.services", tuple(replies[0]))):
         print(name.decode(errors="backslashreplace"))
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show each broker's services, workers and queues (MMI ``mmi.stats``);
+    with --watch, again every S seconds."""
+    from ._ops import run_status
+
+    endpoints = ([ep for group in args.brokers for ep in group] if args.brokers
+                 else [_connect_to(args)])
+    config = mdp_core.ClientConfig(timeout=args.timeout, retries=0)
+    transport = transport_config(args)
+    clients = [Client(ep, config, transport=transport) for ep in dict.fromkeys(endpoints)]
+    try:
+        return run_status(clients, sys.stdout, watch=args.watch, count=args.count)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -399,9 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mdp {_version()}")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="-v: lifecycle events; -vv: every message")
+    p.add_argument("--log-format", choices=_LOG_FORMATS, help="log lines as text or "
+                   "one JSON object each [text]")
     verbosity = _Parser(add_help=False)
     verbosity.add_argument("-v", "--verbose", action="count", default=0, dest="sub_verbose",
                            help="-v: lifecycle events; -vv: every message")
+    verbosity.add_argument("--log-format", choices=_LOG_FORMATS, dest="sub_log_format",
+                           help="log lines as text or one JSON object each [text]")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     defaults = mdp_core.BrokerConfig()
 
@@ -422,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--driver", choices=_drivers.DRIVERS, default="zmq",
                         help="zmq: blocking pyzmq; trio, asyncio: the async driver on that "
                         "loop; gevent: the gevent driver [zmq]")
+
+    def metrics(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--metrics", type=metrics_address, metavar="HOST:PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs "
+                        "the metrics extra; port 0: a free one)")
 
     def connect(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--connect", type=connect_endpoint, metavar="ENDPOINT",
@@ -448,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "[BrokerConfig's default]")
     b.add_argument("--max-message-bytes", type=positive_int, metavar="N",
                    help="largest message accepted (ZMQ_MAXMSGSIZE) [TransportConfig's default]")
+    metrics(b)
+    b.add_argument("--metrics-max-services", type=non_negative_int, default=100, metavar="N",
+                   help="services with a label of their own; the rest share 'other' [100]")
     b.set_defaults(func=cmd_broker)
 
     w = command("worker", help="run a worker for SERVICE")
@@ -463,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--delay", type=non_negative_float, default=0.0, metavar="S",
                    help="--echo: sleep S s per request (a slow job)")
     w.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)
+    metrics(w)
     common(w)
     driver(w)
     w.set_defaults(func=cmd_worker)
@@ -494,6 +582,19 @@ def build_parser() -> argparse.ArgumentParser:
     driver(s)
     s.set_defaults(func=cmd_services)
 
+    st = command("status", help="show brokers' services, workers and queues (MMI)")
+    st.add_argument("--connect", type=endpoint_list, action="append", dest="brokers",
+                    metavar="A,B,...", help="broker endpoints, comma-separated (repeatable) "
+                    f"[$MDP_ENDPOINT or {DEFAULT_ENDPOINT}]")
+    st.add_argument("--watch", type=positive_float, metavar="S",
+                    help="refresh every S s until Ctrl-C")
+    st.add_argument("--count", type=non_negative_int, default=0, metavar="N",
+                    help="with --watch: stop after N refreshes (0: never) [0]")
+    st.add_argument("--timeout", type=positive_float, default=1.0, metavar="S",
+                    help="wait per broker [1]")
+    common(st, heartbeat=False)
+    st.set_defaults(func=cmd_status, connect=None)
+
     d = command("demo", help="kill a busy worker mid-job; watch the request survive")
     d.add_argument("--job", type=positive_float, default=2.0, metavar="S",
                    help="job length [2]")
@@ -502,6 +603,16 @@ def build_parser() -> argparse.ArgumentParser:
     driver(d)
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def log_handler(args: argparse.Namespace) -> logging.Handler:
+    """A stderr handler in the ``--log-format`` given before or after the
+    subcommand (the one after wins)."""
+    handler = logging.StreamHandler()
+    fmt = args.sub_log_format or args.log_format or "text"
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(name)s %(levelname)s %(message)s"))
+    return handler
 
 
 def log_level(args: argparse.Namespace) -> int:
@@ -524,8 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     A usage error found while parsing exits at once (SystemExit, status 2).
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=log_level(args),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=log_level(args), handlers=[log_handler(args)])
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:

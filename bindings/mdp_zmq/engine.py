@@ -62,7 +62,9 @@ class RouterEngine:
     come, and :meth:`close` once at shutdown. All three run in the driver's
     one I/O thread (task, greenlet) and never block. ``on_event`` gets every
     core event after it is logged; an exception it raises is logged and
-    ignored. ``tracker`` and ``log_limiter`` are public for inspection.
+    ignored. ``metrics`` (a :class:`mdp_core.BrokerMetrics`, for a core made
+    with ``timed=True``) is fed every batch of events. ``tracker`` and
+    ``log_limiter`` are public for inspection.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class RouterEngine:
         log: logging.Logger,
         clock: Callable[[], float],
         on_event: Callable[[Event], None] | None = None,
+        metrics: mdp_core.BrokerMetrics | None = None,
     ) -> None:
         self.core = core
         self.router = router
@@ -82,6 +85,7 @@ class RouterEngine:
         self.transport = transport
         self.log = log
         self.on_event = on_event
+        self.metrics = metrics
         self.tracker = ConnectionTracker()
         #: Rate-limits the broker's repeated warnings (see LogLimiter).
         self.log_limiter = LogLimiter(clock=clock)
@@ -231,7 +235,10 @@ class RouterEngine:
 
     def _report(self) -> None:
         limiter, log, on_event = self.log_limiter, self.log, self.on_event
-        for event in self.core.events():
+        events = self.core.events()
+        if self.metrics is not None:
+            self.metrics.observe(events)
+        for event in events:
             log_event(log, event, limiter)
             if on_event is not None:
                 try:

@@ -4,8 +4,8 @@ Socket options, monitor sockets and their events, the ROUTER receive that
 also reads the connection's fd, the fd/generation
 :class:`ConnectionTracker`, endpoint parsing, the log line of a core event
 (peer bytes truncated, repeated warnings rate-limited by a
-:class:`LogLimiter`), and a thread- and signal-safe wake-up for blocking
-loops. Nothing here knows MDP: it
+:class:`LogLimiter`; as JSON with :class:`JsonFormatter`), and a thread-
+and signal-safe wake-up for blocking loops. Nothing here knows MDP: it
 moves bytes and events. Other drivers import this module, never a private
 one of ``mdp_zmq``.
 """
@@ -27,8 +27,10 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ._logging import (
     HandlerError,
+    JsonFormatter,
     LogLimiter,
     describe,
+    event_fields,
     log_event,
     log_handler_failure,
     shorten,
@@ -41,6 +43,7 @@ __all__ = [
     "DealerCore",
     "ConnectionTracker",
     "HandlerError",
+    "JsonFormatter",
     "LogLimiter",
     "ROUTER_HWM",
     "ROUTER_MONITOR_EVENTS",
@@ -52,11 +55,13 @@ __all__ = [
     "describe",
     "drain_monitor",
     "flush_dealer",
+    "event_fields",
     "log_event",
     "log_handler_failure",
     "make_dealer",
     "make_router",
     "normalize_endpoint",
+    "parse_host_port",
     "open_monitor",
     "recv_routed",
     "send_frames",
@@ -185,6 +190,18 @@ def configure_socket(
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
     limit = transport.max_message_bytes
     sock.setsockopt(zmq.MAXMSGSIZE, -1 if limit is None else limit)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6; port 0: any free one) as
+    ``(host, port)``, e.g. the address of a metrics endpoint. Raises
+    ValueError for anything else."""
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError(f"{text!r}: expected HOST:PORT with a port 0-65535")
+    return host, int(port)
 
 
 def normalize_endpoint(endpoint: str, *, bind: bool = False) -> str:
