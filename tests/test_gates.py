@@ -187,6 +187,7 @@ EXPECTED_EXPORTS = [
     "decode",
     "encode",
     "mmi_list",
+    "mmi_merge",
     "mmi_service_found",
 ]
 
