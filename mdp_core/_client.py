@@ -15,7 +15,9 @@ queues it and arms a deadline ``now + timeout``. Then one of:
   queued again in :meth:`Client.outgoing` with a fresh deadline; the driver
   MUST replace its socket *before* flushing ``outgoing()``.
 * :meth:`Client.connection_lost`: the broker has dropped the request with
-  the connection, so the deadline is treated as passed at once.
+  the connection, so the deadline is treated as passed at once. (With
+  several brokers a lost connection with no request outstanding moves the
+  client to the next broker as well.)
 * :meth:`Client.send_failed`: the driver could not send the request (the
   socket's queue is full); the attempt counts and the deadline is treated
   as passed at once.
@@ -415,11 +417,18 @@ class Client:
 
         The broker drops an outstanding request with the connection, so
         this retries (or fails) it at once, as if its timeout had passed.
-        Without a request outstanding it only notes that the link is down.
+        Without a request outstanding it notes that the link is down, and
+        with several brokers it also counts as a failure of this one: it
+        cools off and a :class:`~mdp_core.ResetConnection` moves the
+        client to the next broker (with one, the socket reconnects on its
+        own and the next request waits for it).
         """
         self._link_up = False
         if self._pending is not None:
             self._expire(self._pending, now, REASON_CONNECTION_LOST)
+        elif self._rotation.count > 1:
+            self._rotation.failed(now)
+            self._reset()
 
     def send_failed(self, frames: Sequence[bytes], now: float) -> None:
         """The driver could not send ``frames`` (from the latest :meth:`outgoing`).

@@ -107,6 +107,28 @@ def test_a_failed_attempt_moves_the_resend_to_the_next_broker(how: str) -> None:
         ClientRequest(SVC, (b"x",))]
 
 
+def test_a_connection_lost_between_requests_moves_to_the_next_broker() -> None:
+    c = Client(config(cool_off=10.0), brokers=2)
+    c.request(SVC, b"x", 0.0)
+    answer(c, 0.1)
+    c.connection_lost(1.0)
+    assert (c.events(), c.broker, c.outgoing()) == ([ResetConnection(1)], 1, [])
+    c.request(SVC, b"y", 2.0)  # home is in cool-off until 11
+    assert (c.events(), c.broker) == ([], 1)
+
+
+def test_with_one_broker_a_connection_lost_between_requests_only_marks_the_link_down() -> None:
+    c = Client(config(retries=0))
+    c.connected(0.0)
+    c.connection_lost(1.0)
+    assert c.events() == []
+    rid = c.request(SVC, b"x", 2.0)
+    c.outgoing()
+    c.tick(3.0)
+    assert c.events() == [ResetConnection(0), RequestFailed(
+        rid, SVC, "no reply after 1 attempt: no broker reachable", FailureCause.UNREACHABLE)]
+
+
 def test_attempts_go_round_the_brokers_and_never_stop() -> None:
     c = Client(config(), brokers=3, spread=1)
     c.request(SVC, b"x", 0.0)
