@@ -7,6 +7,7 @@ every wait is bounded and waits for a condition; nothing asserts on timing.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import threading
@@ -18,7 +19,7 @@ import pytest
 from test_drivers import DRIVERS, Driver, make, portals  # noqa: F401  (fixtures)
 from zmq_support import ProcSet, free_tcp_endpoint, mdp_cli
 
-from mdp_core import ClientConfig, RequestDelivered, WorkerConfig, WorkerReady
+from mdp_core import ClientConfig, RequestDelivered, WorkerConfig, WorkerLost, WorkerReady
 
 FAST_RECONNECT = WorkerConfig(reconnect_delay=0.1, reconnect_delay_max=0.5)
 
@@ -103,6 +104,43 @@ def test_blocking_worker_concurrency_handles_requests_at_once(
     finally:
         worker.close()
         thread.join(10)
+
+
+class Stop(BaseException):
+    """Not an Exception: a handler that raises it is not abandoned, it stops the worker."""
+
+
+def test_a_failed_lane_stops_every_lane_of_the_blocking_worker_and_run_raises(
+    make: Callable[[str], Driver],  # noqa: F811
+) -> None:
+    broker = make("zmq").broker()
+
+    def handler(frames: list[bytes]) -> list[bytes]:
+        if threading.current_thread().name.startswith("mdp-worker-lane"):
+            raise Stop  # only in a lane's own thread, not in the one running run()
+        return frames
+
+    worker = mdp_zmq.Worker(broker.endpoint, "x", handler, concurrency=2)
+    raised: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            worker.run(handle_signals=False)
+        except Stop as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    broker.log.wait_count(WorkerReady, 2)
+    client = make("zmq").client(broker.endpoint, ClientConfig(timeout=0.5, retries=0))
+    for _ in range(20):  # the broker picks the lane; the one in a thread of its own fails
+        if not thread.is_alive():
+            break
+        with contextlib.suppress(mdp_zmq.RequestTimeout):  # the lane that failed had it
+            client.request("x", b"job")
+    thread.join(10)
+    assert not thread.is_alive() and len(raised) == 1
+    broker.log.wait_count(WorkerLost, 2)  # every lane said DISCONNECT on the way out
 
 
 @pytest.mark.slow
