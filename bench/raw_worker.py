@@ -13,6 +13,10 @@ HEARTBEATs are answered with a HEARTBEAT (MDP dialects). ``--role victim``
 (recovery bench) prints ``busy <monotonic>`` on a request and then hangs
 until it is killed. Prints ``ready`` once READY is queued.
 
+Given several endpoints (MDP dialects), it holds one DEALER per broker
+and serves whichever has a request (the multi-broker topology of
+``bench/brokers.py``); with one it blocks in ``recv`` as before.
+
 Run: ``python bench/raw_worker.py tcp://127.0.0.1:5555 --dialect mdp02``.
 """
 
@@ -22,26 +26,63 @@ import argparse
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 
 import zmq
 
 W02 = b"MDPW02"
 
 
+def serve(wait: Callable[[], list[zmq.Socket[bytes]]], prefix: list[bytes], victim: bool
+          ) -> bool:
+    """Answer REQUESTs and HEARTBEATs on the sockets ``wait()`` returns until a
+    DISCONNECT (False) or, as the victim, the first REQUEST (True)."""
+    c = len(prefix)  # index of the command byte
+    heartbeat = [*prefix, b"\x05"]
+    while True:
+        for sock in wait():
+            msg = sock.recv_multipart()
+            cmd = msg[c]
+            if cmd == b"\x02":
+                if victim:
+                    return True
+                msg[c] = b"\x04"
+                sock.send_multipart(msg)
+            elif cmd == b"\x05":
+                sock.send_multipart(heartbeat)
+            elif cmd == b"\x06":
+                return False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Connect and serve until DISCONNECT, SIGTERM or SIGKILL."""
     p = argparse.ArgumentParser(description="raw echo worker")
-    p.add_argument("endpoint")
+    p.add_argument("endpoint", nargs="+")
     p.add_argument("--dialect", choices=["mdp02", "majortomo", "floor"], default="mdp02")
     p.add_argument("--service", default="echo")
     p.add_argument("--role", choices=["echo", "victim"], default="echo")
     a = p.parse_args(argv)
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(a.endpoint)
+    socks = []
+    for endpoint in a.endpoint:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        socks.append(sock)
     service = a.service.encode()
     victim = a.role == "victim"
+    if len(socks) > 1 and (victim or a.dialect == "floor"):
+        p.error("several endpoints: MDP dialects and --role echo only")
+    if len(socks) == 1:
+        def wait() -> list[zmq.Socket[bytes]]:
+            return socks
+    else:
+        poller = zmq.Poller()
+        for sock in socks:
+            poller.register(sock, zmq.POLLIN)
+
+        def wait() -> list[zmq.Socket[bytes]]:
+            return [s for s, _ in poller.poll()]
     if a.dialect == "floor":
         sock.send_multipart([b"READY"])
         print("ready", flush=True)
@@ -52,22 +93,11 @@ def main(argv: list[str] | None = None) -> None:
             sock.send_multipart(msg)
     else:
         prefix = [W02] if a.dialect == "mdp02" else [b"", W02]
-        c = len(prefix)  # index of the command byte
-        hb_cmd = b"\x05"
-        sock.send_multipart([*prefix, b"\x01", service])
+        for sock in socks:
+            sock.send_multipart([*prefix, b"\x01", service])
         print("ready", flush=True)
-        while True:
-            msg = sock.recv_multipart()
-            cmd = msg[c]
-            if cmd == b"\x02":
-                if victim:
-                    break
-                msg[c] = b"\x04"
-                sock.send_multipart(msg)
-            elif cmd == hb_cmd:
-                sock.send_multipart([*prefix, hb_cmd])
-            elif cmd == b"\x06":
-                return
+        if not serve(wait, prefix, victim):
+            return
     # victim: report the job's start, then stay busy until killed
     print(f"busy {time.monotonic():.9f}", flush=True)
     while True:

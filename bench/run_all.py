@@ -5,7 +5,7 @@ Writes the JSON results to ``bench/results/`` and the PNG charts to
 its met/missed verdicts. ``--quick`` shortens every script (for a look,
 not for the report).
 
-Run: ``python bench/run_all.py [--quick] [--only core e2e recovery]``.
+Run: ``python bench/run_all.py [--quick] [--only core e2e recovery brokers]``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import brokers
 import core_broker
 import e2e
 import recovery
@@ -30,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks; return 0."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short runs (not for the report)")
-    p.add_argument("--only", nargs="+", choices=["core", "e2e", "recovery"],
-                   default=["core", "e2e", "recovery"])
+    p.add_argument("--only", nargs="+", choices=["core", "e2e", "recovery", "brokers"],
+                   default=["core", "e2e", "recovery", "brokers"])
     p.add_argument("--kills", type=int, default=50, help="recovery: kills of our workers [50]")
     p.add_argument("--no-charts", action="store_true", help="do not write docs/*.png")
     p.add_argument("--results", default=str(RESULTS), help="directory for the JSON results")
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             "--kills", str(a.kills)]
         recovery.main([*kills, "--json", str(out / "recovery.json"),
                        *chart("perf_recovery.png")])
+    if "brokers" in a.only:
+        print("\n=== one broker or two, same workers and load ===", flush=True)
+        quick = ["--seconds", "0.5", "--rounds", "2"] if a.quick else []
+        brokers.main([*quick, "--json", str(out / "brokers.json")])
     print(f"\nall done in {time.monotonic() - started:.0f}s")
     return 0
 

@@ -5,6 +5,7 @@ numbers: time comes in as ``now`` and bytes go out through ``outgoing()``.
 """
 
 from ._broker import Broker, BrokerConfig
+from ._brokers import mmi_merge
 from ._checks import BodyLike, BytesLike, as_body, as_service
 from ._client import Client, ClientConfig, RequestInProgress, mmi_list, mmi_service_found
 from ._codec import (
@@ -135,6 +136,7 @@ __all__ = [
     "encode",
     "loss_reason",
     "mmi_list",
+    "mmi_merge",
     "mmi_service_found",
     "parse_mmi_stats",
 ]

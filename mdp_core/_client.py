@@ -15,12 +15,25 @@ queues it and arms a deadline ``now + timeout``. Then one of:
   queued again in :meth:`Client.outgoing` with a fresh deadline; the driver
   MUST replace its socket *before* flushing ``outgoing()``.
 * :meth:`Client.connection_lost`: the broker has dropped the request with
-  the connection, so the deadline is treated as passed at once.
+  the connection, so the deadline is treated as passed at once. (With
+  several brokers a lost connection with no request outstanding moves the
+  client to the next broker as well.)
 * :meth:`Client.send_failed`: the driver could not send the request (the
   socket's queue is full); the attempt counts and the deadline is treated
   as passed at once.
 * :meth:`Client.cancel`: the application gives up; the request is dropped
   with a :class:`~mdp_core.ResetConnection` and no other event.
+
+A client may know several brokers (``brokers=N``: the driver's endpoints
+by index). Every ``ResetConnection`` names the broker the new socket is
+for (``broker``, always 0 with one broker) and :attr:`Client.broker` the
+current one (where the driver opens its first socket). A failed attempt
+moves the request to the next broker, avoiding those in cool-off; a new
+request goes to the client's home broker (``spread % N``) unless it is
+in cool-off, or with ``ClientConfig.round_robin`` to the next one; a
+request that changes broker first emits ``ResetConnection``. The rule is
+in :mod:`mdp_core._brokers`. Brokers share nothing: a resend to another
+broker is a new request there.
 
 ``retries`` counts *resends*: a request is sent at most ``1 + retries``
 times. A resend may reach a worker again (MDP assumes idempotent workers),
@@ -34,14 +47,16 @@ works out why, to end the request with one
 
 1. If no connection to a broker completed during any attempt (the driver
    never called :meth:`Client.connected` for a socket the request was
-   sent on, and nothing arrived on one): ``UNREACHABLE`` at once, reason
-   ``"no reply after N attempts: no broker reachable"``.
+   sent on, and nothing arrived on one), to any of its brokers:
+   ``UNREACHABLE`` at once, reason ``"no reply after N attempts: no
+   broker reachable"``.
 2. Else, if the request was itself to ``mmi.*``, or
    ``ClientConfig.diagnose_timeout`` is None: ``NO_REPLY`` at once,
    reason ``"no reply after N attempts"``.
-3. Else the client asks the broker once, on the new socket: an
-   ``mmi.service`` request for the service, with the deadline
-   ``now + diagnose_timeout``. Meanwhile :attr:`Client.outstanding` still
+3. Else the client asks a broker once, on the new socket: the last
+   broker a connection to completed during an attempt (the only one,
+   with one broker) gets an ``mmi.service`` request for the service, with
+   the deadline ``now + diagnose_timeout``. Meanwhile :attr:`Client.outstanding` still
    names the original request and :meth:`Client.request` raises
    :class:`RequestInProgress`; the answer never becomes a reply event.
    A FINAL ``404`` ends the request with ``NO_WORKER`` (reason ``"no reply
@@ -74,6 +89,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._brokers import Rotation
 from ._checks import (
     BodyLike,
     BytesLike,
@@ -132,18 +148,33 @@ class ClientConfig:
     answer that tells "no worker" from "no reply" (None: do not ask).
     Raises :class:`TypeError` for a value of the wrong type,
     :class:`ValueError` for ``timeout <= 0``, ``retries < 0`` or
-    ``diagnose_timeout <= 0``.
+    ``diagnose_timeout <= 0`` or ``cool_off < 0``.
+
+    With several brokers (``Client(brokers=N)``): ``cool_off`` is how long
+    a broker on which an attempt failed is avoided (0: not at all; when
+    every broker is, the one whose cool-off ends first is tried), and so
+    how soon a client goes back to its home broker after it failed;
+    ``round_robin`` sends each new request to the next broker not in
+    cool-off, at the cost of a new connection per request (False: to the
+    home broker, or while it cools off to the last one used). Neither
+    matters with one broker.
     """
 
     timeout: float = 2.5
     retries: int = 3
     diagnose_timeout: float | None = 1.0
+    cool_off: float = 30.0
+    round_robin: bool = False
 
     def __post_init__(self) -> None:
         _check(self.timeout, self.retries)
         if self.diagnose_timeout is not None and not check_real(
                 self.diagnose_timeout, "diagnose_timeout") > 0:
             raise ValueError("diagnose_timeout must be > 0 or None")
+        if check_real(self.cool_off, "cool_off") < 0:
+            raise ValueError("cool_off must be >= 0")
+        if not isinstance(self.round_robin, bool):
+            raise TypeError(f"round_robin must be a bool, not {type(self.round_robin).__name__}")
 
 
 def _check(timeout: float, retries: int) -> None:
@@ -161,8 +192,8 @@ class _Pending:
     timeout: float
     retries_left: int
     deadline: float
-    #: a transport handshake completed during one of its attempts
-    reached: bool
+    #: the last broker a transport handshake completed with during one of its attempts
+    reached: int | None
     sends: int = 1
     #: while the diagnosis runs: the reason so far ("no reply after N attempts")
     failure: str | None = None
@@ -201,22 +232,33 @@ class Client:
     :class:`~mdp_core.RequestFailed` (``cause`` and ``reason`` say why; see
     the module's theory of operation), :class:`~mdp_core.ResetConnection`
     (close the socket, open a new one, *then* flush :meth:`outgoing`),
-    :class:`~mdp_core.ProtocolError`. Attributes ``config`` and ``version``
-    are what it was made with.
+    :class:`~mdp_core.ProtocolError`. Attributes ``config``, ``version``
+    and ``brokers`` are what it was made with.
     """
 
-    def __init__(self, config: ClientConfig | None = None, version: Dialect = Dialect.MDP02
-                 ) -> None:
-        """Make a client speaking ``version`` (default MDP/0.2).
+    def __init__(
+        self,
+        config: ClientConfig | None = None,
+        version: Dialect = Dialect.MDP02,
+        *,
+        brokers: int = 1,
+        spread: int = 0,
+    ) -> None:
+        """Make a client speaking ``version`` (default MDP/0.2) to ``brokers`` brokers.
 
-        Raises :class:`TypeError` if ``config`` is not a
-        :class:`ClientConfig` (or None) or ``version`` not a
-        :class:`~mdp_core.Dialect`.
+        Its home broker is ``spread % brokers``: give each client another
+        ``spread`` to spread clients over the brokers. Raises
+        :class:`TypeError` if ``config`` is not a :class:`ClientConfig` (or
+        None), ``version`` not a :class:`~mdp_core.Dialect`, or ``brokers``
+        or ``spread`` not an int; :class:`ValueError` for ``brokers < 1``.
         """
         if config is not None and not isinstance(config, ClientConfig):
             raise TypeError(f"config must be a ClientConfig, not {type(config).__name__}")
         self.config = config if config is not None else ClientConfig()
         self.version = check_version(version)
+        self._rotation = Rotation(brokers, spread, self.config.cool_off,
+                                  self.config.round_robin)
+        self.brokers = brokers
         self._out: list[list[bytes]] = []
         self._sent: list[list[bytes]] = []  # the latest outgoing() batch, while it counts
         self._events: list[Event] = []
@@ -225,6 +267,15 @@ class Client:
         self._ids = 0
 
     # ------------------------------------------------------------ queries
+
+    @property
+    def broker(self) -> int:
+        """The index of the broker the current socket is for (0 with one broker).
+
+        Open the first socket to it; each :class:`~mdp_core.ResetConnection`
+        then names the next one.
+        """
+        return self._rotation.current
 
     @property
     def outstanding(self) -> int | None:
@@ -279,9 +330,12 @@ class Client:
         retries = self.config.retries if retries is None else retries
         _check(timeout, retries)
         frames = encode(ClientRequest(name, as_body(body)), self.version)
+        brokers = self._rotation
+        if brokers.for_request(now):
+            self._reset()  # this request goes to another broker, on a socket of its own
         self._ids += 1
         self._pending = _Pending(self._ids, name, frames, timeout, retries, now + timeout,
-                                 reached=self._link_up)
+                                 reached=brokers.current if self._link_up else None)
         self._out.append(frames)
         return self._ids
 
@@ -337,6 +391,7 @@ class Client:
             self._error(f"reply from service {command.service!r} to a request for "
                         f"{expected!r}; dropped")
             return
+        self._rotation.answered()
         if pending.failure is not None:
             self._diagnosed(pending, pending.failure, command)
         elif command.final:
@@ -355,18 +410,25 @@ class Client:
         """
         self._link_up = True
         if self._pending is not None:
-            self._pending.reached = True
+            self._pending.reached = self._rotation.current
 
     def connection_lost(self, now: float) -> None:
         """The transport says the connection to the broker dropped.
 
         The broker drops an outstanding request with the connection, so
         this retries (or fails) it at once, as if its timeout had passed.
-        Without a request outstanding it only notes that the link is down.
+        Without a request outstanding it notes that the link is down, and
+        with several brokers it also counts as a failure of this one: it
+        cools off and a :class:`~mdp_core.ResetConnection` moves the
+        client to the next broker (with one, the socket reconnects on its
+        own and the next request waits for it).
         """
         self._link_up = False
         if self._pending is not None:
             self._expire(self._pending, now, REASON_CONNECTION_LOST)
+        elif self._rotation.count > 1:
+            self._rotation.failed(now)
+            self._reset()
 
     def send_failed(self, frames: Sequence[bytes], now: float) -> None:
         """The driver could not send ``frames`` (from the latest :meth:`outgoing`).
@@ -390,18 +452,23 @@ class Client:
     # ------------------------------------------------------------ internals
 
     def _reset(self) -> None:
-        """The current socket is abandoned: nothing queued or sent on it counts."""
+        """The current socket is abandoned: nothing queued or sent on it counts.
+
+        The new one is for the current broker.
+        """
         self._out.clear()
         self._sent = []
         self._link_up = False
-        self._events.append(ResetConnection())
+        self._events.append(ResetConnection(self._rotation.current))
 
     def _expire(self, pending: _Pending, now: float, how: str) -> None:
-        self._reset()
+        self._rotation.failed(now)
         if pending.failure is not None:  # the diagnosis got no answer
+            self._reset()
             self._fail(pending, FailureCause.NO_REPLY, pending.failure)
             return
         if pending.retries_left > 0:
+            self._reset()
             pending.retries_left -= 1
             pending.sends += 1
             pending.deadline = now + pending.timeout
@@ -409,11 +476,17 @@ class Client:
             return
         reason = f"{how} after {pending.sends} attempt{'s' if pending.sends > 1 else ''}"
         diagnose = self.config.diagnose_timeout
-        if not pending.reached:
+        if pending.reached is None:
+            self._reset()
             self._fail(pending, FailureCause.UNREACHABLE, f"{reason}: no broker reachable")
         elif diagnose is None or pending.service.startswith(b"mmi."):
+            self._reset()
             self._fail(pending, FailureCause.NO_REPLY, reason)
         else:
+            # Asked where a connection completed: a broker that cannot be
+            # reached would turn every diagnosis into NO_REPLY.
+            self._rotation.current = pending.reached
+            self._reset()
             pending.failure = reason
             pending.deadline = now + diagnose
             self._out.append(encode(ClientRequest(MMI_SERVICE, (pending.service,)),

@@ -274,4 +274,10 @@ class RequestFailed(Event):
 
 @dataclass(frozen=True, slots=True)
 class ResetConnection(Event):
-    """Lazy Pirate: close the client socket and open a new one, then flush."""
+    """Lazy Pirate: close the client socket and open a new one, then flush.
+
+    ``broker`` is the index, in the driver's list of broker endpoints, of
+    the broker the new socket connects to (always 0 with one broker).
+    """
+
+    broker: int = 0

@@ -347,7 +347,9 @@ class WorkerMetrics:
         self.service = service.decode(errors="backslashreplace")
         self._handler = _Histogram(_check_buckets(buckets))
         self._handled = dict.fromkeys(_WORKER_OUTCOMES, 0)
-        self._started: dict[int, float] = {}  # request handle -> when its handler started
+        # id of a request being handled -> when its handler started. Not its
+        # handle: each conversation (a worker may hold several) counts its own.
+        self._started: dict[int, float] = {}
         self.broker_lost = 0
 
     def observe(self, events: Iterable[Event]) -> None:
@@ -358,12 +360,12 @@ class WorkerMetrics:
 
     def started(self, request: RequestReceived, now: float) -> None:
         """The handler starts on ``request`` at ``now``. Raises nothing."""
-        self._started[request.handle] = now
+        self._started[id(request)] = now
 
     def finished(self, request: RequestReceived, replied: bool, now: float) -> None:
         """The handler is done with ``request`` at ``now``: replied, or failed
         (abandoned). A request not :meth:`started` is ignored. Raises nothing."""
-        start = self._started.pop(request.handle, None)
+        start = self._started.pop(id(request), None)
         if start is not None:
             self._handled[_WORKER_OUTCOMES[0] if replied else _WORKER_OUTCOMES[1]] += 1
             self._handler.observe(now - start)

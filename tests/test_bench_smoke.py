@@ -92,3 +92,13 @@ def test_hostile_bench_reports_memory_and_log_volume_per_case() -> None:
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["logflood", "services"]
     assert all("peak" in line and "lines" in line for line in lines)
+
+
+def test_brokers_bench_measures_one_and_two_brokers(tmp_path: Path) -> None:
+    out = run_script([str(BENCH / "brokers.py"), "--seconds", "0.2", "--rounds", "1",
+                      "--workers", "2", "--clients", "2", "--window", "2",
+                      "--json", str(tmp_path / "brokers.json")])
+    data = json.loads((tmp_path / "brokers.json").read_text())["brokers"]
+    assert set(data["summary"]) == {"1 broker", "2 brokers"}
+    assert all(m["rps"] > 0 and m["broker_cpu_us"] > 0 for m in data["summary"].values())
+    assert "2 brokers / 1 broker" in out

@@ -71,6 +71,15 @@ def _cases(in_use: str, nobody: str) -> dict[str, Case]:
         "bind port 99999": Case(("broker", "--bind", "tcp://127.0.0.1:99999"), USAGE),
         "connect port *": Case(("call", "echo", "--connect", "tcp://127.0.0.1:*"), USAGE),
         "connect not UTF-8": Case(("call", "echo", "--connect", b"ipc:///tmp/\xff"), USAGE),
+        "connect list with an empty item": Case(
+            ("call", "echo", "--connect", "tcp://127.0.0.1:5,"), USAGE),
+        "connect list with a repeat": Case(
+            ("services", "--connect", "5,tcp://127.0.0.1:5"), USAGE),
+        "MDP_ENDPOINT list bad port": Case(
+            ("services",), USAGE, (("MDP_ENDPOINT", "tcp://127.0.0.1:5,tcp://127.0.0.1:0"),)),
+        "bind a list": Case(
+            ("broker",), USAGE, (("MDP_ENDPOINT", "tcp://127.0.0.1:5,tcp://127.0.0.1:6"),)),
+        "worker concurrency 0": Case(("worker", "x", "--echo", "--concurrency", "0"), USAGE),
         "zmtp-heartbeat -1": Case(("broker", "--zmtp-heartbeat", "-1"), USAGE),
         "worker for mmi.x": Case(("worker", "mmi.x", "--echo"), USAGE),
         "empty service": Case(("call", "", "hi"), USAGE),

@@ -169,18 +169,20 @@ class Driver:
         return [sys.executable, ASYNC_PEER, "--backend", self.name, "broker", "--bind", endpoint]
 
     # -- workers
-    def worker(self, endpoint: str, service: str, kind: str = "echo",
-               config: WorkerConfig | None = None, version: Dialect = Dialect.MDP02) -> Any:
-        """A worker in this process: ``kind`` "echo", or "stream" (3 PARTIALs, a FINAL)."""
+    def worker(self, endpoint: str | list[str], service: str, kind: str = "echo",
+               config: WorkerConfig | None = None, version: Dialect = Dialect.MDP02,
+               **kw: Any) -> Any:
+        """A worker in this process: ``kind`` "echo", or "stream" (3 PARTIALs, a FINAL);
+        ``kw`` goes to the driver's Worker (e.g. ``concurrency``)."""
         if self.name == "zmq":
             handler: Any = _echo if kind == "echo" else _stream
-            w = mdp_zmq.Worker(endpoint, service, handler, config, version)
+            w = mdp_zmq.Worker(endpoint, service, handler, config, version, **kw)
             thread = w.start()
             self.stack.callback(thread.join, 10)
             self.stack.callback(w.close)
             return w
         handler = _aecho if kind == "echo" else _astream
-        return self._enter(mdp_async.Worker(endpoint, service, handler, config, version))
+        return self._enter(mdp_async.Worker(endpoint, service, handler, config, version, **kw))
 
     def worker_proc(self, procs: ProcSet, endpoint: str, service: str, *extra: str) -> Proc:
         """An echo worker process (``--delay S``: a slow job); returns once it runs."""
@@ -195,21 +197,26 @@ class Driver:
         return proc
 
     # -- clients
-    def clients(self, endpoint: str, n: int = 1, config: ClientConfig | None = None,
-                version: Dialect = Dialect.MDP02) -> list[SyncClient]:
+    def clients(self, endpoint: str | list[str], n: int = 1, config: ClientConfig | None = None,
+                version: Dialect = Dialect.MDP02, spread: int | None = None
+                ) -> list[SyncClient]:
         """``n`` clients that may be used from ``n`` threads at once.
 
         The blocking driver needs a Client per thread; the async driver
-        serves them all from one Client with a pool of ``n`` sockets.
+        serves them all from one Client with a pool of ``n`` sockets. With
+        ``spread``, the ``i``-th client (or socket) has the home broker
+        ``spread + i`` (see the drivers' Client).
         """
         if self.name == "zmq":
             out = []
-            for _ in range(n):
-                c = self.stack.enter_context(mdp_zmq.Client(endpoint, config, version))
+            for i in range(n):
+                c = self.stack.enter_context(mdp_zmq.Client(
+                    endpoint, config, version, spread=None if spread is None else spread + i))
                 out.append(SyncClient(c.request, lambda *a, c=c, **k: list(c.stream(*a, **k)),
                                       c.service_exists))
             return out
-        ac = self._enter(mdp_async.Client(endpoint, config, version, pool_size=n))
+        ac = self._enter(mdp_async.Client(endpoint, config, version, pool_size=n,
+                                          spread=spread))
         portal = self.portal
         assert portal is not None
 
@@ -228,9 +235,9 @@ class Driver:
 
         return [SyncClient(request, stream, service_exists)] * n
 
-    def client(self, endpoint: str, config: ClientConfig | None = None,
-               version: Dialect = Dialect.MDP02) -> SyncClient:
-        return self.clients(endpoint, 1, config, version)[0]
+    def client(self, endpoint: str | list[str], config: ClientConfig | None = None,
+               version: Dialect = Dialect.MDP02, spread: int | None = None) -> SyncClient:
+        return self.clients(endpoint, 1, config, version, spread)[0]
 
 
 def _echo(frames: list[bytes]) -> list[bytes]:

@@ -201,6 +201,7 @@ EXPECTED_EXPORTS = [
     "encode",
     "loss_reason",
     "mmi_list",
+    "mmi_merge",
     "mmi_service_found",
     "parse_mmi_stats",
 ]

@@ -9,10 +9,14 @@ Client: ``request`` raises exactly when a request is outstanding; every
 request ends exactly once (or is cancelled, with only a reset), within
 ``(1 + retries) * timeout + diagnose_timeout``; a FINAL event is always a
 reply delivered from the service asked, never the broker's answer to the
-client's own ``mmi.service`` question; the failure causes are justified.
+client's own ``mmi.service`` question; the failure causes are justified;
+with one to three brokers, every new socket is for one of them, the latest
+for the current one.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -158,11 +162,15 @@ client_ops = st.lists(st.one_of(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(list(Dialect)), client_ops)
+@given(st.sampled_from(list(Dialect)), client_ops, st.integers(1, 3), st.integers(-3, 3),
+       st.booleans())
 def test_client_ends_every_request_exactly_once_under_random_calls(
-    version: Dialect, ops: list[tuple[object, ...]]
+    version: Dialect, ops: list[tuple[object, ...]], brokers: int, spread: int,
+    round_robin: bool,
 ) -> None:
-    c = Client(CCFG, version)
+    c = Client(dataclasses.replace(CCFG, round_robin=round_robin), version, brokers=brokers,
+               spread=spread)
+    assert c.broker == spread % brokers
     now = 0.0
     issued: dict[int, bytes] = {}  # request id -> service
     ended: dict[int, int] = {}
@@ -208,8 +216,11 @@ def test_client_ends_every_request_exactly_once_under_random_calls(
             c.send_failed(tuple(frames) if copy else frames, now)
         events = c.events()
         last_out = c.outgoing()
-        if kind == "cancel":
-            assert events == ([] if outstanding is None else [ResetConnection()])
+        if kind == "cancel":  # a cancel is no broker's failure: the socket is for the same one
+            assert events == ([] if outstanding is None else [ResetConnection(c.broker)])
+        resets = [e.broker for e in events if isinstance(e, ResetConnection)]
+        assert all(0 <= b < brokers for b in resets)
+        assert resets[-1:] in ([], [c.broker])  # the latest socket is for the current broker
         if c.outstanding is None:
             assert last_out == [] and c.next_deadline() is None
         else:

@@ -2,28 +2,37 @@
 
 MDP allows one outstanding request per client socket, so a
 :class:`Client` keeps a bounded pool of *pairs*, each a core Client and
-its DEALER. A ``request()`` takes a free pair (or waits for one) and,
-while its request is outstanding, is the pump of that pair's socket: it
-waits for a reply or the core's deadline, feeds the core and sends what
-it queued. A task per socket watches the DEALER's monitor and wakes the
-caller when the connection to the broker drops (the core then retries at
-once). On ``ResetConnection`` the pair's socket is replaced before the
-resend, so a late reply to an abandoned attempt is never read as the
-answer to a later one; a cancelled ``request()`` replaces the pair's core
-and socket for the same reason.
+its DEALER (connected to the broker that core chose: pair ``i`` has the
+home broker ``spread + i``, so a pool is spread over several brokers). A
+``request()`` takes a free pair (or waits for one) and, while its request
+is outstanding, is the pump of that pair's socket: it waits for a reply or
+the core's deadline, feeds the core and sends what it queued. A task per
+socket watches the DEALER's monitor and wakes the caller when the
+connection to the broker drops (the core then retries at once). On
+``ResetConnection`` the pair's socket is replaced (by one to the broker
+the event names) before the resend, so a late reply to an abandoned
+attempt is never read as the answer to a later one; a cancelled
+``request()`` replaces the pair's core and socket for the same reason.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
 import anyio
 import zmq
 from anyio.abc import TaskGroup
 from mdp_zmq import RequestTimeout
-from mdp_zmq.glue import MonitorEvent, TransportConfig, flush_dealer, make_dealer
+from mdp_zmq.glue import (
+    MonitorEvent,
+    TransportConfig,
+    as_endpoints,
+    flush_dealer,
+    make_dealer,
+    next_spread,
+)
 
 import mdp_core
 from mdp_core import (
@@ -50,7 +59,8 @@ _HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
 
 class Client:
-    """An async MDP client for the broker at ``endpoint``; many requests at once.
+    """An async MDP client of the broker at ``endpoints`` (one, or a list); many
+    requests at once.
 
     Use it as ``async with mdp_async.Client(...) as client:``. Any number
     of tasks may call :meth:`request`, :meth:`stream` and
@@ -58,22 +68,29 @@ class Client:
     are outstanding at a time (each on a socket of its own, as MDP
     requires), the others wait for a free socket. ``config`` gives the
     default ``timeout`` (seconds per attempt) and ``retries`` (resends
-    after the first attempt). Raises ValueError for ``pool_size < 1``.
+    after the first attempt). With several brokers the core of each
+    socket picks the broker of each attempt; the pool's ``i``-th socket
+    has the home broker ``endpoints[(spread + i) % len(endpoints)]``
+    (``spread`` defaults to :func:`mdp_zmq.glue.next_spread`). Raises
+    ValueError for ``pool_size < 1``, no endpoint, an empty one or one
+    given twice; TypeError if ``endpoints`` is not a str or a list of str.
     """
 
     def __init__(
         self,
-        endpoint: str,
+        endpoints: str | Sequence[str],
         config: mdp_core.ClientConfig | None = None,
         version: Dialect = Dialect.MDP02,
         *,
         pool_size: int = 16,
+        spread: int | None = None,
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be >= 1")
-        self.endpoint = endpoint
+        self.endpoints = as_endpoints(endpoints)
+        self.spread = next_spread() if spread is None else spread
         self.config = config
         self.version = version
         self.pool_size = pool_size
@@ -199,6 +216,7 @@ class _Lease:
         client = self.client
         await client._slots.acquire()
         self.pair = client._free.pop() if client._free else client._make_pair()
+        self.pair.report_idle_drop()
         return self.pair
 
     async def __aexit__(
@@ -224,7 +242,9 @@ class _Pair:
     def __init__(self, client: Client, group: TaskGroup) -> None:
         self.client = client
         self.group = group
-        self.core = mdp_core.Client(client.config, client.version)
+        self.core = mdp_core.Client(client.config, client.version,
+                                    brokers=len(client.endpoints),
+                                    spread=client.spread + len(client._pairs))
         self.sock: zmq.Socket[bytes] | None = None
         self.mon: zmq.Socket[bytes] | None = None
         self.pump: Pump | None = None
@@ -233,14 +253,29 @@ class _Pair:
         self._reset = False  # the core asked for a new socket
         self._rid = 0
 
+    def report_idle_drop(self) -> None:
+        """Before a request: tell the core of a drop the monitor saw while idle.
+
+        It is not the next request's loss: with one broker the DEALER
+        queues the request until it is connected again; with several the
+        core moves on to another broker (a ``ResetConnection``, acted on
+        in :meth:`begin`).
+        """
+        if self.dropped:
+            self.dropped = False
+            self.core.connection_lost(anyio.current_time())
+
     def begin(self, rid: int) -> None:
         """Request ``rid`` is queued in the core, not sent yet.
 
-        A drop the monitor reported before is not this request's loss: the
-        DEALER queues it until it is connected again.
+        A ``ResetConnection`` before it (a drop while idle, or a request the
+        core sends to another broker) closes the old socket before anything
+        is sent; the next step opens one to the broker the core chose.
         """
         self._rid = rid
-        self.dropped = False
+        for event in self.core.events():
+            if isinstance(event, ResetConnection):
+                self._close()
 
     async def step(self) -> list[PartialReply | FinalReply]:
         """Drive the core until the request has news: its replies in order.
@@ -274,7 +309,7 @@ class _Pair:
         # After the socket: a reply queued before the drop still counts.
         if self.dropped:
             self.dropped = False
-            log.info("connection to %s dropped", self.client.endpoint)
+            log.info("connection to %s dropped", self.client.endpoints[core.broker])
             core.connection_lost(now)
         deadline = core.next_deadline()
         if deadline is not None and now >= deadline:
@@ -288,7 +323,7 @@ class _Pair:
                 out.append(event)
             elif isinstance(event, RequestFailed) and event.request_id == rid:
                 raise RequestTimeout(event.service, event.reason, event.cause,
-                                     self.client.endpoint)
+                                     ", ".join(self.client.endpoints))
             elif isinstance(event, ProtocolError):
                 log.debug("dropped: %s", event.reason)
         assert self.pump is not None
@@ -325,7 +360,8 @@ class _Pair:
 
     def _open(self) -> None:
         c = self.client
-        self.sock, mon = make_dealer(c.context, c.endpoint, c.transport)
+        # The broker the core chose: the one its latest ResetConnection named.
+        self.sock, mon = make_dealer(c.context, c.endpoints[self.core.broker], c.transport)
         assert mon is not None
         self.mon = mon
         self.pump = make_pump(self.sock)

@@ -1,6 +1,6 @@
 """Async driver for :class:`mdp_core.Worker` (anyio: trio or asyncio).
 
-Each conversation with the broker (a *lane*: one DEALER, one core Worker)
+Each conversation with a broker (a *lane*: one DEALER, one core Worker)
 has a pump task that reads the socket, ticks the core and sends what it
 queued, a task watching the DEALER's monitor, and, while a request is
 being handled, a job task running the handler. Because the pump keeps
@@ -10,6 +10,8 @@ agreed-upon intervals"). When the conversation ends (the broker's
 DISCONNECT, its silence, or the monitor's dropped connection) the lane's
 task group is cancelled, the job with it (the broker re-dispatches its
 request), and a new socket connects after the core's reconnect delay.
+A worker of several brokers has ``concurrency`` lanes per broker, each on
+its own: one broker's loss leaves the others' lanes serving.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from mdp_zmq.glue import (
     LogLimiter,
     MonitorEvent,
     TransportConfig,
+    as_endpoints,
     flush_dealer,
     log_event,
     log_handler_failure,
     make_dealer,
-    normalize_endpoint,
 )
 
 import mdp_core
@@ -64,7 +66,8 @@ _NOTHING: Any = object()
 
 
 class Worker(Background):
-    """An MDP worker for ``service`` at ``endpoint``, for anyio apps (trio or asyncio).
+    """An MDP worker for ``service`` at ``endpoints`` (one broker, or a list), for
+    anyio apps (trio or asyncio).
 
     ``handler(frames)`` gets a request's body frames and is one of:
 
@@ -91,19 +94,22 @@ class Worker(Background):
     its end and its result is dropped) and a new conversation starts after
     the core's reconnect delay.
 
-    ``concurrency=N`` holds N conversations (N sockets), so N requests
-    are handled at once. ``await worker.serve()`` runs until cancelled and
-    sends DISCONNECT on every open conversation on the way out; ``async
-    with worker:`` serves in the background until the block ends.
+    ``concurrency=N`` holds N conversations (N sockets) with each broker,
+    so each broker can have N requests handled here at once (all brokers
+    together: N times their number). ``await worker.serve()`` runs until
+    cancelled and sends DISCONNECT on every open conversation on the way
+    out; ``async with worker:`` serves in the background until the block
+    ends. Raises ValueError for an empty service name, ``concurrency <
+    1``, no endpoint, an empty one or one given twice; TypeError if
+    ``endpoints`` is not a str or a list of str.
     ``metrics`` (a :class:`mdp_core.WorkerMetrics`) times each handler
-    call and counts lost broker conversations, as in the blocking worker.
-    Raises ValueError for an empty service name or ``concurrency < 1``,
-    TypeError for a handler that is not callable.
+    call and counts lost broker conversations, as in the blocking worker;
+    TypeError also for a handler that is not callable.
     """
 
     def __init__(
         self,
-        endpoint: str,
+        endpoints: str | Sequence[str],
         service: str | BytesLike,
         handler: Handler,
         config: mdp_core.WorkerConfig | None = None,
@@ -117,18 +123,17 @@ class Worker(Background):
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
+        self.endpoints = as_endpoints(endpoints)  # TypeError/ValueError now, not at connect
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
-        self.endpoint = endpoint
         self.handler = handler
         self.threaded = threaded
         self.metrics = metrics
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         # The core checks service, config and version (TypeError/ValueError).
-        self.lanes = [_Lane(self, mdp_core.Worker(service, config, version))
-                      for _ in range(concurrency)]
+        self.lanes = [_Lane(self, endpoint, mdp_core.Worker(service, config, version))
+                      for endpoint in self.endpoints for _ in range(concurrency)]
         self.service = self.lanes[0].core.service
         #: Rate-limits this worker's repeated warnings (see LogLimiter).
         self.log_limiter = LogLimiter(clock=anyio.current_time)
@@ -137,7 +142,8 @@ class Worker(Background):
 
     @property
     def core(self) -> mdp_core.Worker:
-        """The core of the first conversation (the only one with ``concurrency=1``)."""
+        """The core of the first conversation (the only one with one broker and
+        ``concurrency=1``)."""
         return self.lanes[0].core
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -152,7 +158,8 @@ class Worker(Background):
             raise RuntimeError("this worker already served; make a new one")
         self._served = True
         log.info("worker for %s connecting to %s (%d conversation(s))",
-                 self.service.decode(errors="replace"), self.endpoint, len(self.lanes))
+                 self.service.decode(errors="replace"), ", ".join(self.endpoints),
+                 len(self.lanes))
         try:
             with plain_interrupt():
                 async with anyio.create_task_group() as tg:
@@ -167,10 +174,11 @@ class Worker(Background):
 
 
 class _Lane:
-    """One conversation at a time with the broker: a DEALER, a core, a pump."""
+    """One conversation at a time with one broker: a DEALER, a core, a pump."""
 
-    def __init__(self, worker: Worker, core: mdp_core.Worker) -> None:
+    def __init__(self, worker: Worker, endpoint: str, core: mdp_core.Worker) -> None:
         self.worker = worker
+        self.endpoint = endpoint
         self.core = core
         self.sock: zmq.Socket[bytes] | None = None
         self.mon: zmq.Socket[bytes] | None = None
@@ -185,14 +193,14 @@ class _Lane:
                 delay = await self._converse()
             finally:
                 self.close()
-            log.info("reconnecting in %.2f s", delay)
+            log.info("reconnecting to %s in %.2f s", self.endpoint, delay)
             await anyio.sleep(delay)
             self.open()
 
     def open(self) -> None:
         """A new socket and a new conversation (READY queued and sent)."""
         w = self.worker
-        self.sock, self.mon = make_dealer(w.context, w.endpoint, w.transport)
+        self.sock, self.mon = make_dealer(w.context, self.endpoint, w.transport)
         self.pump = make_pump(self.sock)
         self.dropped = False
         self.core.connect(anyio.current_time())
@@ -216,7 +224,7 @@ class _Lane:
         # (a broker's DISCONNECT) before it reports the drop.
         if emptied and self.dropped:
             self.dropped = False
-            log.info("connection to %s dropped", self.worker.endpoint)
+            log.info("connection to %s dropped", self.endpoint)
             core.connection_lost(now)
         deadline = core.next_deadline()
         if deadline is not None and now >= deadline:
@@ -258,7 +266,7 @@ class _Lane:
                 assert self.pump is not None
                 self.pump.wake()
             else:
-                log.info("connected to broker at %s", ev.endpoint or self.worker.endpoint)
+                log.info("connected to broker at %s", ev.endpoint or self.endpoint)
 
     def _flush(self) -> None:
         assert self.sock is not None

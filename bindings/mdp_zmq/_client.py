@@ -1,18 +1,19 @@
 """Blocking pyzmq driver for :class:`mdp_core.Client` (Lazy Pirate).
 
-The core decides when to give up on a reply and resend; the driver waits
-on its DEALER for the core's deadline, and on ``ResetConnection`` closes
-the DEALER and opens a new one before sending again, so a late reply to an
-abandoned attempt can never be read as the answer to a later one. The
-DEALER's monitor reports a dropped connection (broker died or restarted),
-which the core treats as an immediate timeout of the outstanding request.
+The core decides when to give up on a reply and resend, and to which of
+the brokers; the driver waits on its DEALER for the core's deadline, and
+on ``ResetConnection`` closes the DEALER and opens a new one to the broker
+the event names before sending again, so a late reply to an abandoned
+attempt can never be read as the answer to a later one. The DEALER's
+monitor reports a dropped connection (broker died or restarted), which
+the core treats as an immediate timeout of the outstanding request.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 
 import zmq
@@ -32,11 +33,12 @@ from mdp_core import (
 
 from .glue import (
     TransportConfig,
+    as_endpoints,
     close_monitor,
     drain_monitor,
     flush_dealer,
     make_dealer,
-    normalize_endpoint,
+    next_spread,
     shorten,
     timeout_ms,
 )
@@ -59,7 +61,8 @@ class RequestTimeout(MdpZmqError):
     :class:`mdp_core.FailureCause` (``UNREACHABLE``: no connection to the
     broker ever completed; ``NO_WORKER``: the broker has no worker for
     the service; ``NO_REPLY``: anything else, e.g. a job longer than the
-    timeout). For ``UNREACHABLE`` the message names ``endpoint``.
+    timeout). For ``UNREACHABLE`` the message names ``endpoint`` (the
+    client's endpoints, comma-separated).
     """
 
     def __init__(
@@ -78,30 +81,37 @@ class RequestTimeout(MdpZmqError):
 
 
 class Client:
-    """A blocking MDP client connected to the broker at ``endpoint``.
+    """A blocking MDP client of the broker at ``endpoints`` (one, or a list).
 
     One request at a time (MDP's rule per socket); use one Client per
     thread. ``config`` gives the default ``timeout`` (seconds per attempt)
-    and ``retries`` (resends after the first attempt). Use it as a context
-    manager or call :meth:`close`. Raises TypeError if ``endpoint`` is not
-    a str or ``version`` not a :class:`mdp_core.Dialect`, ValueError for
-    an empty endpoint.
+    and ``retries`` (resends after the first attempt). With several
+    brokers the core picks the broker of each attempt: the home broker
+    ``endpoints[spread % len(endpoints)]`` first, the next one after a
+    failed attempt (see ``ClientConfig.cool_off`` and ``round_robin``);
+    ``spread`` defaults to :func:`mdp_zmq.glue.next_spread`, so that
+    clients are spread over the brokers. Use it as a context manager or
+    call :meth:`close`. Raises TypeError if ``endpoints`` is not a str or
+    a list of str or ``version`` not a :class:`mdp_core.Dialect`,
+    ValueError for no endpoint, an empty one or one given twice.
     """
 
     def __init__(
         self,
-        endpoint: str,
+        endpoints: str | Sequence[str],
         config: mdp_core.ClientConfig | None = None,
         version: Dialect = Dialect.MDP02,
         *,
+        spread: int | None = None,
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
-        self.endpoint = endpoint
+        self.endpoints = as_endpoints(endpoints)  # TypeError/ValueError now, not at connect
         self.config = config
-        self.core = mdp_core.Client(config, version)  # TypeError for a wrong config/version
+        # TypeError for a wrong config/version
+        self.core = mdp_core.Client(config, version, brokers=len(self.endpoints),
+                                    spread=next_spread() if spread is None else spread)
         self.version = version
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
@@ -112,6 +122,11 @@ class Client:
         self._closed = False
 
     # --------------------------------------------------------------- public
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint of the broker the client uses now (the core's choice)."""
+        return self.endpoints[self.core.broker]
 
     def request(
         self,
@@ -204,8 +219,6 @@ class Client:
         core = self.core
         done = False
         try:
-            if self._sock is None:
-                self._open()
             while True:
                 # Act on the events, send what the core queued, and again
                 # while a failed send makes the core reset and resend.
@@ -213,9 +226,9 @@ class Client:
                 while not settled:
                     for event in core.events():
                         if isinstance(event, ResetConnection):
-                            log.debug("no reply in time; new socket")
+                            log.debug("new socket, to %s", self.endpoints[event.broker])
                             self._close_socket()
-                            self._open()
+                            self._open(event.broker)
                         elif isinstance(event, PartialReply) and event.request_id == rid:
                             yield event
                         elif isinstance(event, FinalReply) and event.request_id == rid:
@@ -225,9 +238,11 @@ class Client:
                         elif isinstance(event, RequestFailed) and event.request_id == rid:
                             done = True
                             raise RequestTimeout(event.service, event.reason, event.cause,
-                                                 self.endpoint)
+                                                 ", ".join(self.endpoints))
                         elif isinstance(event, ProtocolError):
                             log.debug("dropped: %s", shorten(event.reason))
+                    if self._sock is None:
+                        self._open(core.broker)
                     settled = self._flush()
                 assert self._sock is not None and self._mon is not None
                 ready = dict(self._poller.poll(timeout_ms(core.next_deadline(), self.clock())))
@@ -264,8 +279,8 @@ class Client:
         assert self._sock is not None
         return flush_dealer(self._sock, self.core, self.clock())
 
-    def _open(self) -> None:
-        self._sock, self._mon = make_dealer(self.context, self.endpoint, self.transport)
+    def _open(self, broker: int) -> None:
+        self._sock, self._mon = make_dealer(self.context, self.endpoints[broker], self.transport)
         assert self._mon is not None
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)

@@ -1,18 +1,24 @@
 """Blocking pyzmq driver for :class:`mdp_core.Worker`.
 
-One DEALER per conversation with the broker. The handler runs in the
-driver's thread, so while it works nothing is read; that is fine: the
-ZMTP heartbeats are answered by libzmq's I/O thread (a busy worker stays
-connected), and the core does not judge the broker's silence while busy.
-The DEALER's monitor reports a dropped connection (a broker that died or
-restarted), which ends the conversation at once through
-``Worker.connection_lost``; the driver then opens a new socket after the
-core's reconnect delay.
+One DEALER per conversation with a broker, one conversation (one core
+Worker) per broker the worker serves. A *lane* is a thread with one
+conversation per broker: it polls all of them and runs the handler in
+that thread, so while it works none of its conversations is read. That is
+fine for the one whose request it serves: the ZMTP heartbeats are answered
+by libzmq's I/O thread (a busy worker stays connected), and the core does
+not judge the broker's silence while busy. Its other conversations wait:
+a request another broker dispatched to this lane meanwhile waits for the
+job to end (``concurrency=N`` lanes serve N requests at once). A DEALER's
+monitor reports a dropped connection (a broker that died or restarted),
+which ends that conversation at once through ``Worker.connection_lost``;
+the lane then opens a new socket to that broker after the core's
+reconnect delay, while its other conversations go on.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -25,13 +31,14 @@ from ._runner import Runner
 from .glue import (
     LogLimiter,
     TransportConfig,
+    Waker,
+    as_endpoints,
     close_monitor,
     drain_monitor,
     flush_dealer,
     log_event,
     log_handler_failure,
     make_dealer,
-    normalize_endpoint,
     timeout_ms,
 )
 
@@ -51,6 +58,10 @@ _BATCH = 64
 class Worker(Runner):
     """An MDP worker for ``service`` that calls ``handler`` for each request.
 
+    ``endpoints`` is one broker endpoint or a list of them: the worker
+    holds a conversation with each (READY, heartbeats and reconnects of
+    its own), so every broker can dispatch to it.
+
     ``handler(frames)`` gets the request body (a list of bytes frames) and
     returns the reply: ``bytes`` (one frame) or a sequence of frames; or it
     is a generator (MDP/0.2 only) whose yielded items are sent as PARTIAL
@@ -67,20 +78,30 @@ class Worker(Runner):
     own timeout. PARTIALs already sent stay sent. A generator on MDP/0.1
     fails the same way (0.1 has no PARTIAL).
 
-    ``run()`` registers with the broker and serves until :meth:`close` or
-    (main thread) SIGINT/SIGTERM; a request in progress is finished and
-    answered first (a second signal interrupts it). On return the worker has
-    sent DISCONNECT and closed its socket.
+    The handler runs in the thread of a *lane*, which holds one
+    conversation per broker and reads none of them while it works: with
+    several brokers, a request one broker dispatched waits behind a job
+    from another. ``concurrency=N`` runs N lanes (N threads, each with its
+    own conversations: N registrations per broker), so N requests are
+    handled at once; the handler must then be thread-safe.
+
+    ``run()`` registers with the brokers and serves until :meth:`close` or
+    (main thread) SIGINT/SIGTERM; requests in progress are finished and
+    answered first (a second signal interrupts the one in the main
+    thread). On return the worker has sent DISCONNECT on every
+    conversation and closed its sockets. A lane's thread that fails
+    stops the worker, and ``run()`` raises its exception.
+
+    Raises TypeError at construction if ``endpoints`` is not a str or a
+    list of str, ``service`` not str or bytes, ``handler`` not callable or
+    ``version`` not a :class:`mdp_core.Dialect`; ValueError for no
+    endpoint, an empty one or one given twice, an empty service name or
+    ``concurrency < 1``.
 
     ``metrics`` (a :class:`mdp_core.WorkerMetrics`) times each handler
     call, from the start to the reply sent or the request abandoned, and
-    counts lost broker conversations; its ``snapshot()`` may be read from
-    another thread.
-
-    Raises TypeError at construction if ``endpoint`` is not a str,
-    ``service`` not str or bytes, ``handler`` not callable or ``version``
-    not a :class:`mdp_core.Dialect`; ValueError for an empty endpoint or
-    service name.
+    counts lost broker conversations, for every lane and broker; its
+    ``snapshot()`` may be read from another thread.
     """
 
     _name = "worker"
@@ -88,78 +109,190 @@ class Worker(Runner):
 
     def __init__(
         self,
-        endpoint: str,
+        endpoints: str | Sequence[str],
         service: str | BytesLike,
         handler: Handler,
         config: mdp_core.WorkerConfig | None = None,
         version: Dialect = Dialect.MDP02,
         *,
+        concurrency: int = 1,
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         metrics: mdp_core.WorkerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
+        self.endpoints = as_endpoints(endpoints)  # TypeError/ValueError now, not at connect
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
-        self.endpoint = endpoint
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         self.handler = handler
-        # The core checks service, config and version (TypeError/ValueError).
-        self.core = mdp_core.Worker(service, config, version)
-        self.service = self.core.service
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         self.clock = clock
         self.metrics = metrics
+        #: Serializes the lanes' calls into ``metrics`` (one thread per lane).
+        self.metrics_lock = threading.Lock()
         #: Rate-limits this worker's repeated warnings (see LogLimiter).
         self.log_limiter = LogLimiter(clock=clock)
-        self._sock: zmq.Socket[bytes] | None = None
-        self._mon: zmq.Socket[bytes] | None = None
-        self._reconnect_at: float | None = None
+        # The core checks service, config and version (TypeError/ValueError),
+        # before any socket exists.
+        cores = [[(ep, mdp_core.Worker(service, config, version)) for ep in self.endpoints]
+                 for _ in range(concurrency)]
         super().__init__()
-        self._poller = self._make_poller()
-        self.handled = 0  # requests answered with a FINAL
+        self.lanes = [_Lane(self, lane, self._waker if n == 0 else Waker())
+                      for n, lane in enumerate(cores)]
+        self.service = self.core.service
+        self._failure: BaseException | None = None
 
-    # --------------------------------------------------------------- public
+    @property
+    def core(self) -> mdp_core.Worker:
+        """The core of the first conversation (the only one with one broker and
+        ``concurrency=1``)."""
+        return self.lanes[0].conversations[0].core
+
+    @property
+    def handled(self) -> int:
+        """Requests answered with a FINAL, by every lane."""
+        return sum(lane.handled for lane in self.lanes)
+
+    # --------------------------------------------------------------- Runner
 
     def _prepare(self) -> None:
-        self._open(self.clock())
-
-    # --------------------------------------------------------------- loop
+        self.lanes[0].open()
 
     def _loop(self) -> None:
+        threads = [threading.Thread(target=self._lane, args=(lane,),
+                                    name=f"mdp-worker-lane-{n}", daemon=True)
+                   for n, lane in enumerate(self.lanes[1:], 1)]
+        for thread in threads:
+            thread.start()
+        try:
+            self.lanes[0].loop()
+        finally:
+            self._closing = True
+            for lane in self.lanes[1:]:
+                lane.waker.wake()
+            for thread in threads:
+                thread.join()
+        if self._failure is not None:
+            raise self._failure
+
+    def _lane(self, lane: _Lane) -> None:
+        try:
+            lane.open()
+            lane.loop()
+        except BaseException as exc:
+            log.exception("a lane of the worker for %s failed; stopping",
+                          self.service.decode(errors="replace"))
+            self._failure = exc
+            self._closing = True
+            self._waker.wake()
+
+    def _shutdown(self) -> None:
+        if not self._finish():
+            return
+        try:
+            for lane in self.lanes:
+                lane.shutdown()
+        finally:
+            for lane in self.lanes:
+                lane.waker.close()
+            self.log_limiter.flush(final=True)
+            log.info("worker for %s stopped", self.service.decode(errors="replace"))
+
+
+class _Lane:
+    """A thread's conversations, one per broker, polled together."""
+
+    def __init__(self, worker: Worker, cores: list[tuple[str, mdp_core.Worker]], waker: Waker
+                 ) -> None:
+        self.worker = worker
+        self.conversations = [_Conversation(self, ep, core) for ep, core in cores]
+        self.waker = waker
+        self.handled = 0
+        self.changed = True  # a socket was opened or closed: the poller is out of date
+        self._poller = zmq.Poller()
+
+    def open(self) -> None:
+        """Open every conversation (READY queued and sent)."""
+        for conv in self.conversations:
+            conv.open(self.worker.clock())
+        self.changed = True
+
+    def loop(self) -> None:
+        """Serve until the worker closes."""
+        clock = self.worker.clock
+        while not self.worker._closing:
+            if self.changed:
+                self._poller = self._make_poller()
+            now = clock()
+            deadlines = [d for conv in self.conversations if (d := conv.deadline()) is not None]
+            ready = dict(self._poller.poll(timeout_ms(min(deadlines, default=None), now)))
+            if self.waker.fileno() in ready:
+                self.waker.clear()
+            for conv in self.conversations:
+                conv.turn(ready, clock())
+
+    def _make_poller(self) -> zmq.Poller:
+        self.changed = False
+        poller = zmq.Poller()
+        poller.register(self.waker.fileno(), zmq.POLLIN)
+        for conv in self.conversations:
+            if conv.sock is not None and conv.mon is not None:
+                poller.register(conv.sock, zmq.POLLIN)
+                poller.register(conv.mon, zmq.POLLIN)
+        return poller
+
+    def shutdown(self) -> None:
+        """DISCONNECT every open conversation; close the sockets."""
+        for conv in self.conversations:
+            conv.shutdown()
+
+
+class _Conversation:
+    """The conversation with one broker: a core Worker and its DEALER."""
+
+    def __init__(self, lane: _Lane, endpoint: str, core: mdp_core.Worker) -> None:
+        self.lane = lane
+        self.worker = lane.worker
+        self.endpoint = endpoint
+        self.core = core
+        self.sock: zmq.Socket[bytes] | None = None
+        self.mon: zmq.Socket[bytes] | None = None
+        self.reconnect_at: float | None = None
+
+    def deadline(self) -> float | None:
+        """When this conversation needs the lane again (None: only for a message)."""
+        return self.reconnect_at if self.reconnect_at is not None else self.core.next_deadline()
+
+    def turn(self, ready: dict[object, int], now: float) -> None:
+        """Read, watch the monitor, tick, reconnect: what ``ready`` and ``now`` call for."""
         core = self.core
-        while not self._closing:
-            now = self.clock()
-            deadline = core.next_deadline()
-            if self._reconnect_at is not None:
-                deadline = self._reconnect_at
-            ready = dict(self._poller.poll(timeout_ms(deadline, now)))
-            now = self.clock()
-            if self._waker.fileno() in ready:
-                self._waker.clear()
-            # Read the socket before the monitor: libzmq queues a connection's
-            # last messages (a broker's DISCONNECT) before it reports the drop.
-            mon = self._mon
-            emptied = self._read(now) if self._sock is not None and (
-                self._sock in ready or mon in ready) else True
-            if emptied and mon is not None and mon is self._mon and mon in ready:
-                self._watch_monitor(now)
-                self._after(now)
-            deadline = core.next_deadline()
-            if deadline is not None and now >= deadline:
-                core.tick(now)
+        # Read the socket before the monitor: libzmq queues a connection's
+        # last messages (a broker's DISCONNECT) before it reports the drop.
+        mon = self.mon
+        emptied = self._read(now) if self.sock is not None and (
+            self.sock in ready or mon in ready) else True
+        if emptied and mon is not None and mon is self.mon and mon in ready:
+            self._watch_monitor(now)
             self._after(now)
-            if self._reconnect_at is not None and self.clock() >= self._reconnect_at:
-                self._open(self.clock())
+        deadline = core.next_deadline()
+        if deadline is not None and now >= deadline:
+            core.tick(now)
+        self._after(now)
+        if self.reconnect_at is not None and self.worker.clock() >= self.reconnect_at:
+            self.open(self.worker.clock())
 
     def _read(self, now: float) -> bool:
         """Feed up to a batch of messages to the core; True if the socket was emptied."""
         for _ in range(_BATCH):
-            if self._sock is None:
+            if self.sock is None:
                 return True
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return True
             self.core.receive(frames, now)
@@ -167,8 +300,8 @@ class Worker(Runner):
         return False
 
     def _watch_monitor(self, now: float) -> None:
-        assert self._mon is not None
-        for ev in drain_monitor(self._mon):
+        assert self.mon is not None
+        for ev in drain_monitor(self.mon):
             if ev.event == zmq.EVENT_DISCONNECTED:
                 log.info("connection to %s dropped", ev.endpoint or self.endpoint)
                 self.core.connection_lost(now)
@@ -177,45 +310,51 @@ class Worker(Runner):
 
     def _after(self, now: float) -> None:
         """Send what the core queued, then act on its events (in order)."""
+        w = self.worker
         self._flush()
         # Until quiet: acting on an event (a handler's reply) or a failed
         # send reported by _flush() can make new events.
         while events := self.core.events():
-            if self.metrics is not None:
-                self.metrics.observe(events)
+            if w.metrics is not None:
+                with w.metrics_lock:
+                    w.metrics.observe(events)
             for event in events:
-                log_event(log, event, self.log_limiter)
+                log_event(log, event, w.log_limiter)
                 if isinstance(event, RequestReceived):
                     self._handle(event)
                 elif isinstance(event, BrokerLost):
                     self._flush()
-                    self._close_socket(linger=self.transport.linger)
-                    self._reconnect_at = self.clock() + event.reconnect_delay
-                    log.info("reconnecting in %.2f s", event.reconnect_delay)
+                    self._close_socket(linger=w.transport.linger)
+                    self.reconnect_at = w.clock() + event.reconnect_delay
+                    log.info("reconnecting to %s in %.2f s", self.endpoint,
+                             event.reconnect_delay)
             self._flush()
-        self.log_limiter.flush()
+        w.log_limiter.flush()
 
     def _handle(self, request: RequestReceived) -> None:
-        metrics = self.metrics
+        w = self.worker
+        metrics = w.metrics
         if metrics is None:
             self._run_handler(request)
         else:
-            metrics.started(request, self.clock())
+            with w.metrics_lock:
+                metrics.started(request, w.clock())
             replied = self._run_handler(request)
-            metrics.finished(request, replied, self.clock())
+            with w.metrics_lock:
+                metrics.finished(request, replied, w.clock())
 
     def _run_handler(self, request: RequestReceived) -> bool:
         """Call the handler and send its reply; False if the request was not answered."""
-        core = self.core
+        core, w = self.core, self.worker
         try:
-            result = self.handler(list(request.body))
+            result = w.handler(list(request.body))
             if isinstance(result, Iterator):
                 result = yield_partials(result, lambda body: self._partial(request, body))
-            if self._mon is not None:
+            if self.mon is not None:
                 # The broker may have gone while the handler ran: learn it now, so
                 # the reply is not queued for whatever broker the socket reaches next.
-                self._watch_monitor(self.clock())
-            core.reply(request, result, self.clock())
+                self._watch_monitor(w.clock())
+            core.reply(request, result, w.clock())
         except Exception as exc:
             if core.current is not request:
                 # The conversation ended while the handler ran: nothing to abandon.
@@ -223,64 +362,52 @@ class Worker(Runner):
                 return False
             # A raising handler and an unsendable result alike (TypeError,
             # EmptyBody, PartialNotSupported): the request goes back to the broker.
-            log_handler_failure(log, self.log_limiter, self.service, exc)
-            core.abandon(request, self.clock())
+            log_handler_failure(log, w.log_limiter, w.service, exc)
+            core.abandon(request, w.clock())
             return False
-        self.handled += 1
+        self.lane.handled += 1
         return True
 
     def _partial(self, request: RequestReceived, body: object) -> None:
-        self.core.partial(request, body, self.clock())
+        self.core.partial(request, body, self.worker.clock())
         self._flush()
 
     def _flush(self) -> None:
-        if self._sock is None:
+        if self.sock is None:
             self.core.outgoing()  # the conversation's socket is gone: nothing can reach it
             return
-        flush_dealer(self._sock, self.core, self.clock())
+        flush_dealer(self.sock, self.core, self.worker.clock())
 
-    # --------------------------------------------------------------- sockets
-
-    def _make_poller(self) -> zmq.Poller:
-        poller = zmq.Poller()
-        poller.register(self._waker.fileno(), zmq.POLLIN)
-        if self._sock is not None and self._mon is not None:
-            poller.register(self._sock, zmq.POLLIN)
-            poller.register(self._mon, zmq.POLLIN)
-        return poller
-
-    def _open(self, now: float) -> None:
-        self._reconnect_at = None
-        self._sock, self._mon = make_dealer(self.context, self.endpoint, self.transport)
-        self._poller = self._make_poller()
-        log.info("worker for %s connecting to %s", self.service.decode(errors="replace"),
+    def open(self, now: float) -> None:
+        """A new socket and a new conversation (READY queued and sent)."""
+        w = self.worker
+        self.reconnect_at = None
+        self.sock, self.mon = make_dealer(w.context, self.endpoint, w.transport)
+        self.lane.changed = True
+        log.info("worker for %s connecting to %s", w.service.decode(errors="replace"),
                  self.endpoint)
         self.core.connect(now)
         self._flush()
 
     def _close_socket(self, linger: float | None = None) -> None:
-        if self._sock is None:
+        if self.sock is None:
             return
-        if self._mon is not None:
-            close_monitor(self._sock, self._mon)
+        if self.mon is not None:
+            close_monitor(self.sock, self.mon)
         ms = None if linger is None else max(0, round(linger * 1000))
-        self._sock.close(ms if ms is not None else 0)
-        self._sock = self._mon = None
-        self._poller = self._make_poller()
+        self.sock.close(ms if ms is not None else 0)
+        self.sock = self.mon = None
+        self.lane.changed = True
 
-    def _shutdown(self) -> None:
-        if not self._finish():
-            return
+    def shutdown(self) -> None:
+        """DISCONNECT if the conversation is open, send it, close the socket."""
         try:
-            if self._sock is not None:
-                self.core.disconnect(self.clock())
+            if self.sock is not None:
+                self.core.disconnect(self.worker.clock())
                 self._flush()
                 self.core.events()
         finally:
-            self._close_socket(linger=self.transport.linger)
-            self._waker.close()
-            self.log_limiter.flush(final=True)
-            log.info("worker for %s stopped", self.service.decode(errors="replace"))
+            self._close_socket(linger=self.worker.transport.linger)
 
 
 def yield_partials(

@@ -6,8 +6,11 @@ may be given before or after the subcommand, and so may ``--log-format
 json`` (one JSON object per line, with the event's fields).
 
 Workers and clients connect to ``--connect``, else ``$MDP_ENDPOINT``, else
-``tcp://127.0.0.1:5555``; the broker binds ``--bind``, else ``$MDP_BIND``,
-else ``$MDP_ENDPOINT``, else the same default.
+``tcp://127.0.0.1:5555`` (either may list several brokers, comma-separated:
+a worker serves them all, a client fails over between them, and ``mdp
+services`` and ``mdp call mmi.*`` merge their answers); the broker binds
+``--bind``, else ``$MDP_BIND``, else ``$MDP_ENDPOINT``, else the same
+default.
 
 Exit status: 0 on success, 1 for a failure at run time (no reply, cannot
 bind, ...), 2 for a usage error (a bad argument or environment variable),
@@ -116,6 +119,9 @@ def non_negative_int(text: str) -> int:
 
 
 def _endpoint(text: str, *, bind: bool) -> str:
+    if "," in text:  # only a list of brokers to connect to has commas
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one endpoint expected here, not a comma-separated list")
     try:
         endpoint = normalize_endpoint(text, bind=bind)
     except ValueError as exc:
@@ -140,6 +146,17 @@ def _endpoint(text: str, *, bind: bool) -> str:
     return endpoint
 
 
+def connect_endpoints(text: str) -> list[str]:
+    """argparse type: one endpoint to connect to, or several separated by commas
+    (``a:5555,b:5555``), each as :func:`connect_endpoint` takes it; none twice.
+    Raises ArgumentTypeError."""
+    endpoints = [_endpoint(item, bind=False) for item in text.split(",")]
+    for i, endpoint in enumerate(endpoints):
+        if endpoint in endpoints[:i]:
+            raise argparse.ArgumentTypeError(f"{endpoint!r} is given twice")
+    return endpoints
+
+
 def bind_endpoint(text: str) -> str:
     """argparse type: an endpoint to bind (``5555``, ``host:port``, ``tcp://*:*``,
     ``ipc://path``); returns it in ZeroMQ form, raises ArgumentTypeError."""
@@ -150,12 +167,6 @@ def connect_endpoint(text: str) -> str:
     """argparse type: an endpoint to connect to; like :func:`bind_endpoint`
     but a port is required."""
     return _endpoint(text, bind=False)
-
-
-def endpoint_list(text: str) -> list[str]:
-    """argparse type: comma-separated endpoints to connect to (each as
-    :func:`connect_endpoint`); raises ArgumentTypeError."""
-    return [connect_endpoint(part.strip()) for part in text.split(",")]
 
 
 def metrics_address(text: str) -> str:
@@ -213,8 +224,18 @@ def _env_endpoint(names: Sequence[str], *, bind: bool) -> str | None:
     return None
 
 
-def _connect_to(args: argparse.Namespace) -> str:
-    return args.connect or _env_endpoint(("MDP_ENDPOINT",), bind=False) or DEFAULT_ENDPOINT
+def _connect_to(args: argparse.Namespace) -> list[str]:
+    """The brokers to connect to: ``--connect``, else ``$MDP_ENDPOINT``, else the default."""
+    if args.connect:
+        given: list[str] = args.connect
+        return given
+    value = os.environ.get("MDP_ENDPOINT")
+    if value is None:
+        return [DEFAULT_ENDPOINT]
+    try:
+        return connect_endpoints(value)
+    except argparse.ArgumentTypeError as exc:
+        raise CliError(f"$MDP_ENDPOINT: {exc}") from None
 
 
 # ------------------------------------------------------------------ configs
@@ -367,7 +388,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         worker = module.Worker(_connect_to(args), args.service, handler,
                                mdp_core.WorkerConfig(**given), _VERSIONS[args.mdp],
-                               transport=transport_config(args), metrics=metrics, **extra)
+                               concurrency=args.concurrency, transport=transport_config(args),
+                               metrics=metrics, **extra)
         if announce:
             print(f"ready pid={os.getpid()}", flush=True)
         _drivers.serve(driver, worker)
@@ -388,24 +410,53 @@ def _write_frames(out: BinaryIO, frames: Iterable[bytes]) -> None:
     out.flush()
 
 
+#: MMI questions whose answers from several brokers ``mdp`` merges (mdp_core.mmi_merge).
+_MERGED = (b"mmi.service", b"mmi.services", b"mmi.workers")
+
+
+def _ask_every_broker(args: argparse.Namespace, service: bytes, body: list[bytes],
+                      version: Dialect = Dialect.MDP02) -> list[bytes]:
+    """Ask each broker of ``--connect`` (one client each) and merge the answers.
+
+    A broker that does not answer is left out, with one line on stderr;
+    if none answers, its RequestTimeout is raised.
+    """
+    config = mdp_core.ClientConfig(timeout=args.timeout, retries=args.retries)
+    module, answers, failures = _driver(args), [], []
+    for endpoint in _connect_to(args):
+        client = module.Client(endpoint, config, version, transport=transport_config(args))
+        replies: list[list[bytes]] = []
+        try:
+            _drivers.call(args.driver, client, service, body, False, replies.append)
+        except RequestTimeout as exc:
+            failures.append(exc)
+            continue
+        answers.append(replies[0])
+    if not answers:
+        raise failures[-1]
+    for exc in failures:
+        print(f"mdp {args.command}: left out: {exc}", file=sys.stderr)
+    return list(mdp_core.mmi_merge(service, answers))
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     """Send one request and print the reply frames (PARTIALs too with --stream)."""
     body = _request_body(args.body)
+    endpoints, version = _connect_to(args), _VERSIONS[args.mdp]
+    if len(endpoints) > 1 and args.service in _MERGED and not args.stream:
+        _write_frames(sys.stdout.buffer, _ask_every_broker(args, args.service, body, version))
+        return 0
     config = mdp_core.ClientConfig(timeout=args.timeout, retries=args.retries)
-    client = _driver(args).Client(_connect_to(args), config, _VERSIONS[args.mdp],
-                                  transport=transport_config(args))
+    client = _driver(args).Client(endpoints, config, version, transport=transport_config(args))
     _drivers.call(args.driver, client, args.service, body, args.stream,
                   lambda frames: _write_frames(sys.stdout.buffer, frames))
     return 0
 
 
 def cmd_services(args: argparse.Namespace) -> int:
-    """List the services that have workers (MMI ``mmi.services``)."""
-    config = mdp_core.ClientConfig(timeout=args.timeout, retries=args.retries)
-    client = _driver(args).Client(_connect_to(args), config, transport=transport_config(args))
-    replies: list[list[bytes]] = []
-    _drivers.call(args.driver, client, "mmi.services", [b""], False, replies.append)
-    for name in mdp_core.mmi_list(mdp_core.FinalReply(0, b"mmi.services", tuple(replies[0]))):
+    """List the services that have workers on any broker (MMI ``mmi.services``)."""
+    answer = _ask_every_broker(args, b"mmi.services", [b""])
+    for name in mdp_core.mmi_list(mdp_core.FinalReply(0, b"mmi.services", tuple(answer))):
         print(name.decode(errors="backslashreplace"))
     return 0
 
@@ -415,8 +466,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     with --watch, again every S seconds."""
     from ._ops import run_status
 
-    endpoints = ([ep for group in args.brokers for ep in group] if args.brokers
-                 else [_connect_to(args)])
+    endpoints = ([ep for group in args.connect for ep in group] if args.connect
+                 else _connect_to(args))
     config = mdp_core.ClientConfig(timeout=args.timeout, retries=0)
     transport = transport_config(args)
     clients = [Client(ep, config, transport=transport) for ep in dict.fromkeys(endpoints)]
@@ -508,8 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the metrics extra; port 0: a free one)")
 
     def connect(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--connect", type=connect_endpoint, metavar="ENDPOINT",
-                        help=f"broker endpoint [$MDP_ENDPOINT or {DEFAULT_ENDPOINT}]")
+        sp.add_argument("--connect", type=connect_endpoints, metavar="ENDPOINT[,ENDPOINT...]",
+                        help="broker endpoint, or several separated by commas "
+                        f"[$MDP_ENDPOINT or {DEFAULT_ENDPOINT}]")
 
     b = command("broker", help="run a broker")
     b.add_argument("--bind", action="append", type=bind_endpoint, metavar="ENDPOINT",
@@ -549,6 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--mdp", choices=sorted(_VERSIONS), default="0.2", help="MDP version [0.2]")
     w.add_argument("--delay", type=non_negative_float, default=0.0, metavar="S",
                    help="--echo: sleep S s per request (a slow job)")
+    w.add_argument("--concurrency", type=positive_int, default=1, metavar="N",
+                   help="handle N requests at once (zmq: N threads, each with a "
+                   "conversation per broker; async drivers: N per broker) [1]")
     w.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)
     metrics(w)
     common(w)
@@ -583,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_services)
 
     st = command("status", help="show brokers' services, workers and queues (MMI)")
-    st.add_argument("--connect", type=endpoint_list, action="append", dest="brokers",
+    st.add_argument("--connect", type=connect_endpoints, action="append",
                     metavar="A,B,...", help="broker endpoints, comma-separated (repeatable) "
                     f"[$MDP_ENDPOINT or {DEFAULT_ENDPOINT}]")
     st.add_argument("--watch", type=positive_float, metavar="S",

@@ -50,6 +50,7 @@ __all__ = [
     "MonitorEvent",
     "TransportConfig",
     "Waker",
+    "as_endpoints",
     "close_monitor",
     "configure_socket",
     "describe",
@@ -60,6 +61,7 @@ __all__ = [
     "log_handler_failure",
     "make_dealer",
     "make_router",
+    "next_spread",
     "normalize_endpoint",
     "parse_host_port",
     "open_monitor",
@@ -225,6 +227,45 @@ def normalize_endpoint(endpoint: str, *, bind: bool = False) -> str:
     if "/" in ep:
         return f"ipc://{ep}"
     return f"tcp://{ep}"
+
+
+def as_endpoints(endpoints: str | Sequence[str]) -> list[str]:
+    """The brokers a worker or client connects to: one endpoint (a str) or a list.
+
+    Each is checked as :func:`normalize_endpoint` does and kept as given.
+    Raises TypeError if ``endpoints`` is neither a str nor a list or tuple
+    of str (the message says "endpoint must be a str"), ValueError for an
+    empty list, an empty endpoint, or one given twice.
+    """
+    if isinstance(endpoints, str):
+        given = [endpoints]
+    elif isinstance(endpoints, (list, tuple)):
+        given = list(endpoints)
+    else:
+        raise TypeError("endpoint must be a str or a list of str, "
+                        f"not {type(endpoints).__name__}")
+    if not given:
+        raise ValueError("no broker endpoint to connect to")
+    seen: set[str] = set()
+    for endpoint in given:
+        normal = normalize_endpoint(endpoint)
+        if normal in seen:
+            raise ValueError(f"broker endpoint {normal} given twice")
+        seen.add(normal)
+    return given
+
+
+_spreads = itertools.count()
+
+
+def next_spread() -> int:
+    """A ``spread`` for a client that was given none (see ``mdp_core.Client``).
+
+    Consecutive clients of one process get consecutive numbers, and
+    processes start from their pid, so clients start spread over their
+    brokers. Thread-safe.
+    """
+    return os.getpid() + next(_spreads)
 
 
 def open_monitor(sock: zmq.Socket[bytes], events: int) -> zmq.Socket[bytes]:
