@@ -23,7 +23,8 @@ import anyio
 import zmq
 from anyio.abc import TaskGroup
 from mdp_zmq import RequestTimeout
-from mdp_zmq.glue import MonitorEvent, TransportConfig, flush_dealer, make_dealer
+from mdp_zmq.engine import DealerEngine
+from mdp_zmq.glue import MonitorEvent, TransportConfig, make_dealer
 
 import mdp_core
 from mdp_core import (
@@ -41,12 +42,6 @@ from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_mo
 __all__ = ["Client"]
 
 log = logging.getLogger("mdp_async.client")
-
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_NOBLOCK = int(zmq.NOBLOCK)
-_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
-_HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
 
 class Client:
@@ -225,11 +220,8 @@ class _Pair:
         self.client = client
         self.group = group
         self.core = mdp_core.Client(client.config, client.version)
-        self.sock: zmq.Socket[bytes] | None = None
-        self.mon: zmq.Socket[bytes] | None = None
+        self.engine: DealerEngine | None = None  # the current socket's
         self.pump: Pump | None = None
-        self.dropped = False
-        self.handshake = False  # the monitor saw a handshake the core has not been told of
         self._reset = False  # the core asked for a new socket
         self._rid = 0
 
@@ -240,7 +232,8 @@ class _Pair:
         DEALER queues it until it is connected again.
         """
         self._rid = rid
-        self.dropped = False
+        if self.engine is not None:
+            self.engine.dropped = False
 
     async def step(self) -> list[PartialReply | FinalReply]:
         """Drive the core until the request has news: its replies in order.
@@ -248,10 +241,10 @@ class _Pair:
         Raises :class:`RequestTimeout` when the core gives up on it.
         """
         while True:
-            if self.sock is None:
+            if self.engine is None:
                 self._open()
-            assert self.pump is not None
-            self._flush()
+            assert self.engine is not None and self.pump is not None
+            self.engine.flush(anyio.current_time())
             try:
                 out: list[PartialReply | FinalReply] = await self.pump.run(self._turn)
             finally:
@@ -266,19 +259,11 @@ class _Pair:
 
     def _turn(self, now: float) -> tuple[bool, float | None]:
         """Read, feed, tick; stop the run with the request's replies."""
-        core = self.core
-        self._read(now)
-        if self.handshake:
-            self.handshake = False
-            core.connected(now)
-        # After the socket: a reply queued before the drop still counts.
-        if self.dropped:
-            self.dropped = False
-            log.info("connection to %s dropped", self.client.endpoint)
-            core.connection_lost(now)
-        deadline = core.next_deadline()
-        if deadline is not None and now >= deadline:
-            core.tick(now)
+        core, engine = self.core, self.engine
+        assert engine is not None
+        # The engine tells the core of a drop after reading: a reply queued
+        # before the drop still counts.
+        drained = engine.turn(now)
         rid = self._rid
         out: list[PartialReply | FinalReply] = []
         for event in core.events():
@@ -294,51 +279,28 @@ class _Pair:
         assert self.pump is not None
         if out or self._reset:
             self.pump.stop(out)
-        return True, core.next_deadline()
-
-    def _read(self, now: float) -> None:
-        sock, core = self.sock, self.core
-        assert sock is not None
-        while True:
-            try:
-                frames = sock.recv_multipart(_NOBLOCK)
-            except zmq.Again:
-                return
-            core.receive(frames, now)
-            if not int(sock.get(_EVENTS)) & _POLLIN:
-                return
-
-    def _flush(self) -> None:
-        assert self.sock is not None
-        # A refused send ends the attempt: the core resets and resends (or
-        # fails it), which the next turn acts on.
-        flush_dealer(self.sock, self.core, anyio.current_time())
+        return drained, core.next_deadline()
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        kinds = {ev.event for ev in events}
-        if _HANDSHAKE in kinds:
-            self.handshake = True
-        if _DISCONNECTED in kinds:
-            self.dropped = True
-        if kinds & {_HANDSHAKE, _DISCONNECTED} and self.pump is not None:
+        engine = self.engine
+        if engine is not None and engine.monitor_events(events) and self.pump is not None:
             self.pump.wake()
 
     def _open(self) -> None:
         c = self.client
-        self.sock, mon = make_dealer(c.context, c.endpoint, c.transport)
+        sock, mon = make_dealer(c.context, c.endpoint, c.transport)
         assert mon is not None
-        self.mon = mon
-        self.pump = make_pump(self.sock)
-        self.dropped = self.handshake = False
+        self.engine = DealerEngine(self.core, sock, mon, log=log, endpoint=c.endpoint)
+        self.pump = make_pump(sock)
         self.group.start_soon(watch_monitor, mon, self._on_monitor)
 
     def _close(self) -> None:
-        if self.sock is None:
+        engine = self.engine
+        if engine is None:
             return
-        assert self.mon is not None
-        close_monitor_socket(self.sock, self.mon)  # its watcher returns
-        close_socket(self.sock, self.pump, None)
-        self.sock = self.mon = None
+        close_monitor_socket(engine.sock, engine.monitor)  # its watcher returns
+        close_socket(engine.sock, self.pump, None)
+        self.engine = None
         self.pump = None
 
     def cancel(self) -> None:
@@ -350,4 +312,3 @@ class _Pair:
     def close(self) -> None:
         """Close the socket (the pair may be opened again; the Client prevents it)."""
         self._close()
-

@@ -23,14 +23,15 @@ import anyio
 import anyio.to_thread
 import zmq
 from anyio.abc import TaskGroup, TaskStatus
+from mdp_zmq.engine import DealerEngine
 from mdp_zmq.glue import (
     LogLimiter,
     MonitorEvent,
     TransportConfig,
-    flush_dealer,
     log_event,
     log_handler_failure,
     make_dealer,
+    next_part,
     normalize_endpoint,
 )
 
@@ -54,11 +55,6 @@ a :data:`Body`, an async generator function whose items are PARTIALs and
 whose last item is the FINAL, or a plain function returning a Body or a
 generator (items PARTIALs, return value the FINAL); see :class:`Worker`."""
 
-_BATCH = 64
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_NOBLOCK = int(zmq.NOBLOCK)
-_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _FRAMES = (bytes, bytearray, memoryview, list, tuple)
 _NOTHING: Any = object()
 
@@ -167,11 +163,9 @@ class _Lane:
     def __init__(self, worker: Worker, core: mdp_core.Worker) -> None:
         self.worker = worker
         self.core = core
-        self.sock: zmq.Socket[bytes] | None = None
-        self.mon: zmq.Socket[bytes] | None = None
+        self.engine: DealerEngine | None = None  # the conversation's socket
         self.pump: Pump | None = None
         self.jobs: TaskGroup | None = None  # the conversation's task group
-        self.dropped = False  # the monitor saw the connection drop
 
     async def run(self) -> None:
         """Conversations, one after the other, until cancelled."""
@@ -187,88 +181,62 @@ class _Lane:
     def open(self) -> None:
         """A new socket and a new conversation (READY queued and sent)."""
         w = self.worker
-        self.sock, self.mon = make_dealer(w.context, w.endpoint, w.transport)
-        self.pump = make_pump(self.sock)
-        self.dropped = False
+        sock, mon = make_dealer(w.context, w.endpoint, w.transport)
+        assert mon is not None
+        self.engine = DealerEngine(self.core, sock, mon, log=log, endpoint=w.endpoint)
+        self.pump = make_pump(sock)
         self.core.connect(anyio.current_time())
         self._flush()
 
     async def _converse(self) -> float:
         """Pump until the conversation ends; return the reconnect delay."""
-        assert self.mon is not None and self.pump is not None
+        assert self.engine is not None and self.pump is not None
         async with anyio.create_task_group() as tg:
             self.jobs = tg
-            tg.start_soon(watch_monitor, self.mon, self._on_monitor)
+            tg.start_soon(watch_monitor, self.engine.monitor, self._on_monitor)
             delay: float = await self.pump.run(self._turn)
             tg.cancel_scope.cancel()  # the job, if any (its request is re-dispatched)
         return delay
 
     def _turn(self, now: float) -> tuple[bool, float | None]:
         """Read, feed, tick, send, start jobs (see :data:`~mdp_async._pump.Turn`)."""
-        core = self.core
-        emptied = self._read(now)
-        # After the socket: libzmq queues a connection's last messages
-        # (a broker's DISCONNECT) before it reports the drop.
-        if emptied and self.dropped:
-            self.dropped = False
-            log.info("connection to %s dropped", self.worker.endpoint)
-            core.connection_lost(now)
-        deadline = core.next_deadline()
-        if deadline is not None and now >= deadline:
-            core.tick(now)
-        self._flush()
+        core, engine = self.core, self.engine
+        assert engine is not None
+        emptied = engine.turn(now)
+        engine.flush(now)
         for event in core.events():
             log_event(log, event, self.worker.log_limiter)
             if isinstance(event, RequestReceived):
                 assert self.jobs is not None
                 self.jobs.start_soon(self._job, event)
             elif isinstance(event, BrokerLost):
-                self._flush()
+                engine.flush(now)
                 assert self.pump is not None
                 self.pump.stop(event.reconnect_delay)
                 return emptied, None
         return emptied, core.next_deadline()
 
-    def _read(self, now: float) -> bool:
-        """Feed up to a batch of messages to the core; True if the socket was emptied."""
-        sock, core = self.sock, self.core
-        assert sock is not None
-        for _ in range(_BATCH):
-            try:
-                frames = sock.recv_multipart(_NOBLOCK)
-            except zmq.Again:
-                return True
-            core.receive(frames, now)
-            if not int(sock.get(_EVENTS)) & _POLLIN:
-                return True
-        return False
-
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        for ev in events:
-            if ev.event == _DISCONNECTED:
-                self.dropped = True
-                assert self.pump is not None
-                self.pump.wake()
-            else:
-                log.info("connected to broker at %s", ev.endpoint or self.worker.endpoint)
+        if self.engine is not None and self.engine.monitor_events(events):
+            assert self.pump is not None
+            self.pump.wake()
 
     def _flush(self) -> None:
-        assert self.sock is not None
-        if not flush_dealer(self.sock, self.core, anyio.current_time()):
-            self._wake()  # the core has news (a broken conversation): another turn
+        if self.engine is not None and not self.engine.flush(anyio.current_time()):
+            self._wake()  # a refused send: the next turn acts on what the core made of it
 
     def close(self) -> None:
         """End the conversation (DISCONNECT if still open), send it, close."""
-        if self.sock is None:
+        engine = self.engine
+        if engine is None:
             return
         self.core.disconnect(anyio.current_time())
-        self._flush()
+        engine.flush(anyio.current_time())
         for event in self.core.events():
             log_event(log, event, self.worker.log_limiter)
-        assert self.mon is not None
-        close_monitor_socket(self.sock, self.mon)
-        close_socket(self.sock, self.pump, self.worker.transport.linger)
-        self.sock = self.mon = None
+        close_monitor_socket(engine.sock, engine.monitor)
+        close_socket(engine.sock, self.pump, self.worker.transport.linger)
+        self.engine = None
         self.pump = self.jobs = None
 
     # ---------------------------------------------------------------- jobs
@@ -328,11 +296,11 @@ class _Lane:
         while True:
             if self.worker.threaded:
                 done, value = await anyio.to_thread.run_sync(
-                    _step, items, abandon_on_cancel=True)
+                    next_part, items, abandon_on_cancel=True)
             else:
-                done, value = _step(items)
+                done, value = next_part(items)
             if done:
-                return b"" if value is None else value
+                return value
             self._partial(request, value)
             await anyio.lowlevel.checkpoint()  # let the pump send it
 
@@ -344,10 +312,3 @@ class _Lane:
         if self.pump is not None:
             self.pump.wake()
 
-
-def _step(items: Iterator[Body]) -> tuple[bool, Any]:
-    """``(False, item)`` for the next item, ``(True, return value)`` at the end."""
-    try:
-        return False, next(items)
-    except StopIteration as stop:
-        return True, stop.value

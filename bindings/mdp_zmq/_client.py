@@ -30,11 +30,10 @@ from mdp_core import (
     ResetConnection,
 )
 
+from .engine import DealerEngine
 from .glue import (
     TransportConfig,
     close_monitor,
-    drain_monitor,
-    flush_dealer,
     make_dealer,
     normalize_endpoint,
     shorten,
@@ -106,8 +105,7 @@ class Client:
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         self.clock = clock
-        self._sock: zmq.Socket[bytes] | None = None
-        self._mon: zmq.Socket[bytes] | None = None
+        self._engine: DealerEngine | None = None  # the current socket's
         self._poller = zmq.Poller()
         self._closed = False
 
@@ -204,7 +202,7 @@ class Client:
         core = self.core
         done = False
         try:
-            if self._sock is None:
+            if self._engine is None:
                 self._open()
             while True:
                 # Act on the events, send what the core queued, and again
@@ -228,28 +226,18 @@ class Client:
                                                  self.endpoint)
                         elif isinstance(event, ProtocolError):
                             log.debug("dropped: %s", shorten(event.reason))
-                    settled = self._flush()
-                assert self._sock is not None and self._mon is not None
+                    assert self._engine is not None
+                    settled = self._engine.flush(self.clock())
+                    if not settled:
+                        log.warning("send queue to broker full; the attempt counts as failed")
+                engine = self._engine
+                assert engine is not None
                 ready = dict(self._poller.poll(timeout_ms(core.next_deadline(), self.clock())))
                 now = self.clock()
-                if self._sock in ready or self._mon in ready:
-                    # The socket first: a reply queued before a drop still counts.
-                    while True:
-                        try:
-                            msg = self._sock.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        core.receive(msg, now)
-                if self._mon in ready:
-                    for ev in drain_monitor(self._mon):
-                        if ev.event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                            core.connected(now)
-                        elif ev.event == zmq.EVENT_DISCONNECTED:
-                            log.info("connection to %s dropped", self.endpoint)
-                            core.connection_lost(now)
-                deadline = core.next_deadline()
-                if deadline is not None and now >= deadline:
-                    core.tick(now)
+                if engine.monitor in ready:
+                    engine.monitor_ready()
+                # The socket first: a reply queued before a drop still counts.
+                engine.turn(now, engine.sock in ready or engine.monitor in ready)
         finally:
             if not done:
                 # Abandoned mid-request (generator closed, KeyboardInterrupt):
@@ -259,22 +247,16 @@ class Client:
                 core.events()
                 self._close_socket()
 
-    def _flush(self) -> bool:
-        """Send what the core queued; False if a send failed (the core was told)."""
-        assert self._sock is not None
-        return flush_dealer(self._sock, self.core, self.clock())
-
     def _open(self) -> None:
-        self._sock, self._mon = make_dealer(self.context, self.endpoint, self.transport)
-        assert self._mon is not None
+        sock, mon = make_dealer(self.context, self.endpoint, self.transport)
+        assert mon is not None
+        self._engine = DealerEngine(self.core, sock, mon, log=log, endpoint=self.endpoint)
         self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
-        self._poller.register(self._mon, zmq.POLLIN)
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(mon, zmq.POLLIN)
 
     def _close_socket(self) -> None:
-        if self._sock is not None:
-            if self._mon is not None:
-                close_monitor(self._sock, self._mon)
-            self._sock.close(0)
-        self._sock = self._mon = None
-
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            close_monitor(engine.sock, engine.monitor)
+            engine.sock.close(0)

@@ -22,15 +22,15 @@ import mdp_core
 from mdp_core import BrokerLost, BytesLike, Dialect, RequestReceived
 
 from ._runner import Runner
+from .engine import DealerEngine
 from .glue import (
     LogLimiter,
     TransportConfig,
     close_monitor,
-    drain_monitor,
-    flush_dealer,
     log_event,
     log_handler_failure,
     make_dealer,
+    next_part,
     normalize_endpoint,
     timeout_ms,
 )
@@ -106,8 +106,7 @@ class Worker(Runner):
         self.clock = clock
         #: Rate-limits this worker's repeated warnings (see LogLimiter).
         self.log_limiter = LogLimiter(clock=clock)
-        self._sock: zmq.Socket[bytes] | None = None
-        self._mon: zmq.Socket[bytes] | None = None
+        self._engine: DealerEngine | None = None  # the conversation's socket
         self._reconnect_at: float | None = None
         super().__init__()
         self._poller = self._make_poller()
@@ -131,14 +130,16 @@ class Worker(Runner):
             now = self.clock()
             if self._waker.fileno() in ready:
                 self._waker.clear()
-            # Read the socket before the monitor: libzmq queues a connection's
-            # last messages (a broker's DISCONNECT) before it reports the drop.
-            mon = self._mon
-            emptied = self._read(now) if self._sock is not None and (
-                self._sock in ready or mon in ready) else True
-            if emptied and mon is not None and mon is self._mon and mon in ready:
-                self._watch_monitor(now)
-                self._after(now)
+            engine = self._engine
+            if engine is not None and (engine.sock in ready or engine.monitor in ready):
+                if engine.monitor in ready:
+                    engine.monitor_ready()
+                # The engine tells the core of a drop once the socket is read:
+                # libzmq queues a connection's last messages (a broker's
+                # DISCONNECT) before it reports the drop.
+                if self._read(now) and self._engine is engine:
+                    engine.settle(now)
+                    self._after(now)
             deadline = core.next_deadline()
             if deadline is not None and now >= deadline:
                 core.tick(now)
@@ -147,26 +148,17 @@ class Worker(Runner):
                 self._open(self.clock())
 
     def _read(self, now: float) -> bool:
-        """Feed up to a batch of messages to the core; True if the socket was emptied."""
+        """Feed up to a batch of messages to the core, acting on each (a request is
+        handled before the next message is read); True if the socket was emptied."""
         for _ in range(_BATCH):
-            if self._sock is None:
+            engine = self._engine
+            if engine is None:
                 return True
-            try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return True
-            self.core.receive(frames, now)
+            emptied = engine.read(now, 1)
             self._after(now)
+            if emptied:
+                return True
         return False
-
-    def _watch_monitor(self, now: float) -> None:
-        assert self._mon is not None
-        for ev in drain_monitor(self._mon):
-            if ev.event == zmq.EVENT_DISCONNECTED:
-                log.info("connection to %s dropped", ev.endpoint or self.endpoint)
-                self.core.connection_lost(now)
-            elif ev.event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                log.info("connected to broker at %s", ev.endpoint or self.endpoint)
 
     def _after(self, now: float) -> None:
         """Send what the core queued, then act on its events (in order)."""
@@ -192,10 +184,12 @@ class Worker(Runner):
             result = self.handler(list(request.body))
             if isinstance(result, Iterator):
                 result = yield_partials(result, lambda body: self._partial(request, body))
-            if self._mon is not None:
+            engine = self._engine
+            if engine is not None:
                 # The broker may have gone while the handler ran: learn it now, so
                 # the reply is not queued for whatever broker the socket reaches next.
-                self._watch_monitor(self.clock())
+                engine.monitor_ready()
+                engine.settle(self.clock())
             core.reply(request, result, self.clock())
         except Exception as exc:
             if core.current is not request:
@@ -214,24 +208,27 @@ class Worker(Runner):
         self._flush()
 
     def _flush(self) -> None:
-        if self._sock is None:
-            self.core.outgoing()  # the conversation's socket is gone: nothing can reach it
+        engine = self._engine
+        if engine is None:
+            self.core.outgoing()  # the conversation's socket is gone: nothing can reach the broker
             return
-        flush_dealer(self._sock, self.core, self.clock())
+        engine.flush(self.clock())
 
     # --------------------------------------------------------------- sockets
 
     def _make_poller(self) -> zmq.Poller:
         poller = zmq.Poller()
         poller.register(self._waker.fileno(), zmq.POLLIN)
-        if self._sock is not None and self._mon is not None:
-            poller.register(self._sock, zmq.POLLIN)
-            poller.register(self._mon, zmq.POLLIN)
+        if self._engine is not None:
+            poller.register(self._engine.sock, zmq.POLLIN)
+            poller.register(self._engine.monitor, zmq.POLLIN)
         return poller
 
     def _open(self, now: float) -> None:
         self._reconnect_at = None
-        self._sock, self._mon = make_dealer(self.context, self.endpoint, self.transport)
+        sock, mon = make_dealer(self.context, self.endpoint, self.transport)
+        assert mon is not None
+        self._engine = DealerEngine(self.core, sock, mon, log=log, endpoint=self.endpoint)
         self._poller = self._make_poller()
         log.info("worker for %s connecting to %s", self.service.decode(errors="replace"),
                  self.endpoint)
@@ -239,20 +236,19 @@ class Worker(Runner):
         self._flush()
 
     def _close_socket(self, linger: float | None = None) -> None:
-        if self._sock is None:
+        engine, self._engine = self._engine, None
+        if engine is None:
             return
-        if self._mon is not None:
-            close_monitor(self._sock, self._mon)
+        close_monitor(engine.sock, engine.monitor)
         ms = None if linger is None else max(0, round(linger * 1000))
-        self._sock.close(ms if ms is not None else 0)
-        self._sock = self._mon = None
+        engine.sock.close(ms if ms is not None else 0)
         self._poller = self._make_poller()
 
     def _shutdown(self) -> None:
         if not self._finish():
             return
         try:
-            if self._sock is not None:
+            if self._engine is not None:
                 self.core.disconnect(self.clock())
                 self._flush()
                 self.core.events()
@@ -272,9 +268,7 @@ def yield_partials(
     The value a generator ``return``s is the FINAL body; ``b""`` if None.
     """
     while True:
-        try:
-            item = next(stream)
-        except StopIteration as stop:
-            value = stop.value
-            return b"" if value is None else value
+        done, item = next_part(stream)
+        if done:
+            return item
         send(item)
