@@ -1,11 +1,14 @@
-"""A gevent hub in a thread of its own, for tests whose body is plain blocking code.
+"""Helpers for the tests of mdp_gevent (gevent unpatched: no ``patch_all()`` here).
 
-The tests (and the behaviour suite's other drivers) run in pytest's
-threads; gevent objects belong to the hub of the thread that made them.
-:class:`GeventHub` runs a hub in a daemon thread and :meth:`GeventHub.call`
-runs a function there in a greenlet of its own, returning its result to
-the calling thread (like anyio's blocking portal). Nothing is
-monkey-patched: this is gevent without ``patch_all()``.
+* :class:`GeventHub`: a hub in a thread of its own, for tests whose body
+  is plain blocking code (the behaviour suite). gevent objects belong to
+  the hub of the thread that made them; :meth:`GeventHub.call` runs a
+  function there in a greenlet of its own and returns its result to the
+  calling thread (like anyio's blocking portal).
+* :class:`Recorder`: a broker's ``on_event`` for tests that run as gevent
+  programs in pytest's own thread, with a bounded wait for an event.
+* :func:`blocking`: run a blocking call (a raw RFC peer) in a real thread
+  while the hub keeps serving.
 """
 
 from __future__ import annotations
@@ -18,7 +21,37 @@ from typing import Any, TypeVar
 import gevent
 import gevent.event
 
+from mdp_core import Event
+
 T = TypeVar("T")
+
+
+class Recorder:
+    """A broker's ``on_event``: keeps the events, lets a greenlet wait for some."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = gevent.event.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def wait_count(self, kind: type[Event], n: int, timeout: float = 10.0) -> None:
+        with gevent.Timeout(timeout, AssertionError(f"fewer than {n} {kind.__name__}")):
+            while len(self.of(kind)) < n:
+                self._changed.clear()
+                self._changed.wait()
+
+
+def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` in a thread of the hub's pool; this greenlet waits,
+    the hub serves meanwhile."""
+    result: T = gevent.get_hub().threadpool.apply(fn, args, kwargs)
+    return result
 
 
 class GeventHub:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import gevent
+import gevent.event
 import zmq
 from greenlet import getcurrent
 from mdp_zmq.engine import DealerEngine
