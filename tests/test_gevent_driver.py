@@ -27,7 +27,7 @@ import pytest
 import zmq
 from gevent_support import Recorder, blocking
 from mdp_gevent import Broker, Client, Worker
-from rfc_peers import RawWorker, StrictBroker
+from rfc_peers import RawWorker, Rfc18Client, StrictBroker
 from zmq_support import free_tcp_endpoint
 
 from mdp_core import (
@@ -139,11 +139,14 @@ def test_many_greenlets_share_a_bounded_pool_of_sockets() -> None:
 
 
 def test_a_killed_caller_leaves_nothing_a_later_request_could_read() -> None:
-    release = gevent.event.Event()
+    started, release, hold = gevent.event.Event(), gevent.event.Event(), gevent.event.Event()
 
     def gated(frames: list[bytes]) -> list[bytes]:
         if frames[0] == b"first":
+            started.set()
             release.wait()
+        elif frames[0] == b"hold":
+            hold.wait()  # until the worker closes
         return frames
 
     rec = Recorder()
@@ -152,14 +155,15 @@ def test_a_killed_caller_leaves_nothing_a_later_request_could_read() -> None:
             Client(broker.endpoint, ONE_SHOT, pool_size=1) as client:
         rec.wait_count(WorkerReady, 2)
         first = gevent.spawn(client.request, "gated", b"first")
-        gevent.sleep(0.3)
+        assert started.wait(10)  # the worker is on it
         first.kill()  # Client.cancel, and its socket closes
         # The client closed that socket: the broker drops the request's reply.
         rec.wait_count(RequestAbandoned, 1)
         release.set()
         assert client.request("gated", b"second") == [b"second"]
         with gevent.Timeout(0.3, False):  # a gevent.Timeout abandons a call the same way
-            client.request("gated", b"never", timeout=10)
+            client.request("gated", b"hold", timeout=10)
+            pytest.fail("the held request cannot be answered")
         assert client.request("gated", b"third") == [b"third"]
 
 
@@ -262,8 +266,14 @@ def test_worker_sends_disconnect_on_close_and_serve_returns() -> None:
     broker = Broker("tcp://127.0.0.1:*", on_event=rec)
     with broker:
         worker = Worker(broker.endpoint, "echo", echo)
-        gevent.spawn_later(0.5, worker.close)
+
+        def close_once_registered() -> None:
+            rec.wait_count(WorkerReady, 1)
+            worker.close()
+
+        closer = gevent.spawn(close_once_registered)
         worker.serve()  # blocks this greenlet until close()
+        closer.get()
         rec.wait_count(WorkerLost, 1)
     assert rec.of(WorkerLost)[0].reason == "worker sent DISCONNECT"
 
@@ -400,10 +410,13 @@ def test_a_signal_stops_serve_cleanly(how: str, patched: bool, sig: int, status:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         assert proc.stdout is not None
-        raw = RawWorker(ctx, blocking(proc.stdout.readline).strip(), b"svc", "0.2")
+        endpoint = blocking(proc.stdout.readline).strip()
+        raw = RawWorker(ctx, endpoint, b"svc", "0.2")
         raw.open()
-        raw.send("HEARTBEAT")
-        gevent.sleep(0.3)  # the broker registers it (nothing to observe from outside)
+        asker = Rfc18Client(ctx, endpoint)
+        while blocking(asker.request, b"mmi.service", b"svc") != [("FINAL", [b"200"])]:
+            gevent.sleep(0.02)  # until the broker has registered the worker
+        asker.close()
         proc.send_signal(sig)
         blocking(raw.expect_disconnect, 10.0)  # workers still get DISCONNECT
         out, err = blocking(proc.communicate, None, 10)
