@@ -13,6 +13,8 @@ started once and kept running; only one is loaded at a time):
 * ``mdp_async-trio``, ``mdp_async-asyncio``: our async broker
   (``bench/async_broker_proc.py``: ``anyio.run(mdp_async.Broker(...).serve)``
   on trio or asyncio, default settings);
+* ``mdp_gevent``: our gevent broker (``bench/gevent_broker_proc.py``:
+  ``mdp_gevent.Broker(...).serve()`` in the main greenlet, default settings);
 * ``mdp_zmq-metrics`` (with ``--metrics``): the same with ``--metrics
   127.0.0.1:0`` (the core times every request, the collector counts every
   event; /metrics is scraped once per round, outside the timed runs), so
@@ -54,9 +56,11 @@ from _common import PY, Procs, fmt_num, md_table, med, pct, pyplot, save_json, w
 
 C02 = b"MDPC02"
 CONTENDERS = ["floor", "floor-lru", "mdp_zmq", "mdp_async-trio", "mdp_async-asyncio",
-              "majortomo", "majortomo-quiet"]
+              "mdp_gevent", "majortomo", "majortomo-quiet"]
 ASYNC = {"mdp_async-trio": "trio", "mdp_async-asyncio": "asyncio"}
 METERED = "mdp_zmq-metrics"
+#: Our brokers other than the blocking one, each compared with it in the same run.
+DRIVERS = [*ASYNC, "mdp_gevent"]
 QUIET_YAML = "logging: {handlers: {console: {level: WARNING}}, root: {level: WARNING}}\n"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -112,9 +116,10 @@ def start(procs: Procs, name: str, tmp: str, workers: int) -> Contender:
         url = wait_line(b.stdout, "mdp broker metrics on ", 10).split()[-1] if extra else None
         ep = wait_line(b.stdout, "mdp broker listening on ", 10).split()[-1]
         dialect = "mdp02"
-    elif name in ASYNC:
-        b = procs.start([PY, "bench/async_broker_proc.py", port_ep, "--backend", ASYNC[name]],
-                        stdout=True)
+    elif name in DRIVERS:
+        argv = ([PY, "bench/gevent_broker_proc.py", port_ep] if name == "mdp_gevent" else
+                [PY, "bench/async_broker_proc.py", port_ep, "--backend", ASYNC[name]])
+        b = procs.start(argv, stdout=True)
         assert b.stdout is not None
         ep = wait_line(b.stdout, "listening ", 10).split()[1]
         dialect = "mdp02"
@@ -400,8 +405,8 @@ def targets(cs: list[Contender]) -> dict[str, object]:
         lines.append(f"{mode}: {who} = {r:.2f} x {ref} (target {'>' if strict else '>='} "
                      f"{goal:g}): {'MET' if ok else 'MISSED'}")
 
-    # issue 10: the async broker against the blocking one, same run.
-    for name in ASYNC:
+    # issues 10 and 11: the async and gevent brokers against the blocking one, same run.
+    for name in DRIVERS:
         if name in names:
             for mode, short in (("sequential", "seq"), ("concurrent", "con")):
                 check(f"{short}_{name}_vs_mdp_zmq", mode, "mdp_zmq", 0.8, who=name)

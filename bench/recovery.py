@@ -15,6 +15,8 @@ the broker re-dispatches the request).
 * ``mdp_async-trio``, ``mdp_async-asyncio``: the same with our async broker
   (``bench/async_broker_proc.py``, ``anyio.run(mdp_async.Broker(...).serve)``
   on trio or asyncio), measured the same way, interleaved with ``mdp_zmq``.
+* ``mdp_gevent``: the same with our gevent broker (``bench/gevent_broker_proc.py``,
+  ``mdp_gevent.Broker(...).serve()``).
 * ``majortomo``: ``python -m majortomo.broker`` (defaults, logging at
   WARNING). It never re-dispatches a busy worker's request; each kill is
   reported as "no reply within ``--client-timeout``". Because each costs
@@ -52,7 +54,8 @@ C02 = b"MDPC02"
 QUIET_YAML = "logging: {handlers: {console: {level: WARNING}}, root: {level: WARNING}}\n"
 OURS = {"mdp_zmq": [PY, "bench/broker_proc.py"],
         "mdp_async-trio": [PY, "bench/async_broker_proc.py", "--backend", "trio"],
-        "mdp_async-asyncio": [PY, "bench/async_broker_proc.py", "--backend", "asyncio"]}
+        "mdp_async-asyncio": [PY, "bench/async_broker_proc.py", "--backend", "asyncio"],
+        "mdp_gevent": [PY, "bench/gevent_broker_proc.py"]}
 
 
 class Setup:

@@ -403,3 +403,55 @@ class RawBroker:
 
     def close(self) -> None:
         self.sock.close(0)
+
+
+class StrictBroker:
+    """A raw RFC 18 broker that expires a worker silent for ``window`` s, busy or not.
+
+    RFC 7/18 want both sides to "send heartbeats at regular and agreed-upon
+    intervals" and to treat a peer silent for the liveness window as
+    disconnected. :meth:`job` registers one worker, heartbeats it every
+    ``heartbeat`` s, sends it one REQUEST and waits for the FINAL; it
+    returns the worker's messages during the job and whether the broker
+    had to expire it (it then sends DISCONNECT).
+    """
+
+    def __init__(self, window: float, heartbeat: float) -> None:
+        self.window = window
+        self.heartbeat = heartbeat
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.raw = RawBroker(self.ctx)
+        self.endpoint = self.raw.endpoint
+
+    def job(self, body: bytes, timeout: float) -> tuple[list[str], bool, list[bytes]]:
+        """``(commands heard during the job, expired?, FINAL frames)``."""
+        raw = self.raw
+        peer, name, _ = raw.recv_worker("0.2", skip_heartbeats=False)
+        assert name == "READY"
+        raw.send_worker(peer, "0.2", "REQUEST", b"client-1", b"", body)
+        heard: list[str] = []
+        last = time.monotonic()
+        end = last + timeout
+        next_hb = 0.0
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_hb:
+                raw.send_worker(peer, "0.2", "HEARTBEAT")
+                next_hb = now + self.heartbeat
+            if now - last > self.window:
+                raw.send_worker(peer, "0.2", "DISCONNECT")  # "treat that peer as disconnected"
+                return heard, True, []
+            try:
+                p, name, rest = raw.recv_worker("0.2", 0.05, skip_heartbeats=False)
+            except TimeoutError:
+                continue
+            assert p == peer
+            last = time.monotonic()
+            heard.append(name)
+            if name == "FINAL":
+                return heard, False, rest
+        raise TimeoutError("no FINAL")
+
+    def close(self) -> None:
+        self.raw.close()
+        self.ctx.destroy(linger=0)

@@ -1,63 +1,73 @@
-"""Gates on the async driver: mypy --strict, documented exports, no private glue.
+"""Gates on the async and gevent drivers: mypy --strict, documented exports, no private glue.
 
-``mdp_async`` is typed (it ships ``py.typed``), every name it exports has a
-docstring (the AST checker of ``test_gates.py``), and it reaches the
-blocking driver only through its public modules (``mdp_zmq``,
-``mdp_zmq.glue``), never a private ``mdp_zmq._x``.
+``mdp_async`` and ``mdp_gevent`` are typed (each ships ``py.typed``), every
+name they export has a docstring (the AST checker of ``test_gates.py``),
+and they reach the blocking driver only through its public modules
+(``mdp_zmq``, ``mdp_zmq.glue``, ``mdp_zmq.engine``), never a private
+``mdp_zmq._x``.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import mdp_async
+import pytest
 from test_gates import _definitions, undocumented
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "bindings" / "mdp_async"
+DRIVERS = ["mdp_async", "mdp_gevent"]
+#: Type aliases each exports (documented by the string under them).
+ALIASES = ("Body", "Handler")
 
 
-def test_mypy_strict_passes_on_the_async_driver() -> None:
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_mypy_strict_passes_on_the_driver(driver: str) -> None:
     env = {**os.environ, "MYPYPATH": str(ROOT / "bindings")}
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "bindings/mdp_async"],
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", f"bindings/{driver}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=110, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (PACKAGE / "py.typed").exists()
+    assert (ROOT / "bindings" / driver / "py.typed").exists()
 
 
-def _where(name: str) -> Path:
-    """The module of mdp_async that defines ``name`` (re-exports followed once)."""
-    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+def _where(package: Path, name: str) -> Path:
+    """The module of the package that defines ``name`` (re-exports followed once)."""
+    tree = ast.parse((package / "__init__.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module and any(
                 (a.asname or a.name) == name for a in node.names):
-            return PACKAGE / f"{node.module}.py"
+            return package / f"{node.module}.py"
     raise LookupError(name)
 
 
-def test_every_name_it_defines_and_exports_has_a_docstring() -> None:
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_every_name_it_defines_and_exports_has_a_docstring(driver: str) -> None:
+    module = importlib.import_module(driver)
+    package = ROOT / "bindings" / driver
     missing: list[str] = []
-    own = [n for n in mdp_async.__all__
-           if getattr(getattr(mdp_async, n), "__module__", "").startswith("mdp_async")
-           or n in ("Body", "Handler")]
+    own = [n for n in module.__all__
+           if getattr(getattr(module, n), "__module__", "").startswith(driver)
+           or n in ALIASES]
     for name in own:
-        path = _where(name)
+        path = _where(package, name)
         missing += [f"{path.name}: {m}" for m in
                     undocumented(_definitions(ast.parse(path.read_text())), [name])]
     assert own and missing == []
-    assert (mdp_async.__doc__ or "").strip()
+    assert (module.__doc__ or "").strip()
 
 
-def test_it_imports_no_private_module_of_another_driver() -> None:
-    for path in PACKAGE.glob("*.py"):
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_it_imports_no_private_module_of_another_driver(driver: str) -> None:
+    for path in (ROOT / "bindings" / driver).glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom)
                      and node.level == 0 else [])
             for name in names:
                 top, _, rest = name.partition(".")
-                assert not (top == "mdp_zmq" and rest.startswith("_")), f"{path.name}: {name}"
+                assert not (top in ("mdp_zmq", *DRIVERS) and top != driver
+                            and rest.startswith("_")), f"{path.name}: {name}"

@@ -23,9 +23,8 @@ import anyio.to_thread
 import mdp_async
 import mdp_zmq
 import pytest
-import zmq
 from async_support import Recorder, serving
-from rfc_peers import RawBroker
+from rfc_peers import StrictBroker
 from zmq_support import ProcSet, ThreadWorkers, free_tcp_endpoint, mdp_cli
 
 from mdp_core import (
@@ -41,56 +40,9 @@ WINDOW = 1.0  # the strict broker's liveness window, s
 HEARTBEAT = WorkerConfig(heartbeat_interval=0.25, heartbeat_liveness=4)  # the same 1 s window
 
 
-class StrictBroker:
-    """A raw RFC 18 broker that expires a worker silent for ``WINDOW`` s, busy or not.
-
-    :meth:`job` registers one worker, heartbeats it, sends it one REQUEST
-    and waits for the FINAL; it returns the worker's messages during the
-    job and whether the broker had to expire it (it then sends DISCONNECT).
-    """
-
-    def __init__(self) -> None:
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.raw = RawBroker(self.ctx)
-        self.endpoint = self.raw.endpoint
-
-    def job(self, body: bytes, timeout: float) -> tuple[list[str], bool, list[bytes]]:
-        """``(commands heard during the job, expired?, FINAL frames)``."""
-        raw = self.raw
-        peer, name, _ = raw.recv_worker("0.2", skip_heartbeats=False)
-        assert name == "READY"
-        raw.send_worker(peer, "0.2", "REQUEST", b"client-1", b"", body)
-        heard: list[str] = []
-        last = time.monotonic()
-        end = last + timeout
-        next_hb = 0.0
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if now >= next_hb:
-                raw.send_worker(peer, "0.2", "HEARTBEAT")
-                next_hb = now + HEARTBEAT.heartbeat_interval
-            if now - last > WINDOW:
-                raw.send_worker(peer, "0.2", "DISCONNECT")  # "treat that peer as disconnected"
-                return heard, True, []
-            try:
-                p, name, rest = raw.recv_worker("0.2", 0.05, skip_heartbeats=False)
-            except TimeoutError:
-                continue
-            assert p == peer
-            last = time.monotonic()
-            heard.append(name)
-            if name == "FINAL":
-                return heard, False, rest
-        raise TimeoutError("no FINAL")
-
-    def close(self) -> None:
-        self.raw.close()
-        self.ctx.destroy(linger=0)
-
-
 @pytest.fixture
 def strict() -> Iterator[StrictBroker]:
-    b = StrictBroker()
+    b = StrictBroker(WINDOW, HEARTBEAT.heartbeat_interval)
     yield b
     b.close()
 

@@ -55,7 +55,8 @@ def test_e2e_bench_measures_every_contender_against_the_floor(tmp_path: Path) ->
     summary = json.loads((tmp_path / "e2e.json").read_text())["e2e"]["summary"]
     for mode in ("sequential", "concurrent"):
         assert set(summary[mode]) == {"floor", "floor-lru", "mdp_zmq", "mdp_async-trio",
-                                      "mdp_async-asyncio", "majortomo", "majortomo-quiet"}
+                                      "mdp_async-asyncio", "mdp_gevent", "majortomo",
+                                      "majortomo-quiet"}
         assert all(m["rps"] > 0 for m in summary[mode].values())
     assert "x floor" in out
 
@@ -76,7 +77,7 @@ def test_recovery_bench_sees_redispatch_and_majortomo_never_replies(tmp_path: Pa
     run_script([str(BENCH / "recovery.py"), "--kills", "2", "--majortomo-kills", "1",
                 "--client-timeout", "0.5", "--json", str(tmp_path / "rec.json")])
     data = json.loads((tmp_path / "rec.json").read_text())["recovery"]
-    for name in ("mdp_zmq", "mdp_async-trio", "mdp_async-asyncio"):
+    for name in ("mdp_zmq", "mdp_async-trio", "mdp_async-asyncio", "mdp_gevent"):
         ours = data["runs"][name]
         assert len(ours) == 2 and all(r["requeued"] is not None and r["reply"] for r in ours)
     assert [r["reply"] for r in data["runs"]["majortomo"]] == [None]

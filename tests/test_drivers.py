@@ -1,8 +1,9 @@
-"""One behaviour suite for every driver: ``mdp_zmq`` (blocking), ``mdp_async`` on trio, on asyncio.
+"""One behaviour suite for every driver: ``mdp_zmq`` (blocking), ``mdp_async`` on trio and
+on asyncio, ``mdp_gevent``.
 
 Each test takes a *broker driver* and a *peer driver* (the workers' and
 clients'), so it runs for every driver alone and for mixed pairs. Light
-tests (echo on MDP/0.1 and 0.2, streaming, MMI) run for all nine pairs on
+tests (echo on MDP/0.1 and 0.2, streaming, MMI) run for all sixteen pairs on
 one broker per driver shared by the module; the heavy ones (SIGKILL of a
 busy worker process, SIGSTOP caught by ZMTP heartbeats, a broker restart,
 1,000 requests with a worker killed in the middle) run for each driver
@@ -12,9 +13,11 @@ broker and once the peer.
 The test body is synchronous and the same for every driver: a
 :class:`Driver` makes brokers, workers and clients and hides how they run
 (threads for ``mdp_zmq``; one event loop per async backend, in a thread,
-reached through an anyio blocking portal). Processes are the ``mdp``
-command for ``mdp_zmq`` and ``tests/async_peer.py`` for the async driver;
-they print the same lines. Loopback only; waits are bounded; no timing
+reached through an anyio blocking portal; a gevent hub in a thread,
+unpatched, reached through ``tests/gevent_support.py``). Processes are the
+``mdp`` command for ``mdp_zmq``, ``tests/async_peer.py`` for the async
+driver and ``tests/gevent_peer.py`` (monkey-patched) for gevent; they
+print the same lines. Loopback only; waits are bounded; no timing
 assertions (a loss is shown to come from the transport by its reason, not
 by how fast it came).
 """
@@ -33,9 +36,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import mdp_async
+import mdp_gevent
 import mdp_zmq
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from gevent_support import GeventHub
 from zmq_support import Proc, ProcSet, free_tcp_endpoint, mdp_cli
 
 from mdp_core import (
@@ -52,15 +57,16 @@ from mdp_core import (
 )
 
 E = TypeVar("E", bound=Event)
-DRIVERS = ["zmq", "trio", "asyncio"]
+DRIVERS = ["zmq", "trio", "asyncio", "gevent"]
 ALL_PAIRS = [(b, p) for b in DRIVERS for p in DRIVERS]
 # Each driver alone, then a ring: each driver once the broker, once the peer.
-HEAVY_PAIRS = [("zmq", "zmq"), ("trio", "trio"), ("asyncio", "asyncio"),
-               ("zmq", "trio"), ("trio", "asyncio"), ("asyncio", "zmq")]
+HEAVY_PAIRS = [("zmq", "zmq"), ("trio", "trio"), ("asyncio", "asyncio"), ("gevent", "gevent"),
+               ("zmq", "trio"), ("trio", "asyncio"), ("asyncio", "gevent"), ("gevent", "zmq")]
 VERSIONS = {"0.1": Dialect.MDP01, "0.2": Dialect.MDP02}
 # MDP heartbeats so slow that only the transport can explain a quick loss.
 SLOW_HB = BrokerConfig(heartbeat_interval=10.0)
 ASYNC_PEER = str(Path(__file__).with_name("async_peer.py"))
+GEVENT_PEER = str(Path(__file__).with_name("gevent_peer.py"))
 _names = itertools.count(1)
 
 
@@ -128,9 +134,10 @@ class SyncClient:
 class Driver:
     """Brokers, workers, clients and processes of one driver; ``close()`` stops them."""
 
-    def __init__(self, name: str, portal: BlockingPortal | None) -> None:
+    def __init__(self, name: str, portal: BlockingPortal | GeventHub | None) -> None:
         self.name = name
-        self.portal = portal
+        self.portal = portal if isinstance(portal, BlockingPortal) else None
+        self.hub = portal if isinstance(portal, GeventHub) else None
         self.stack = ExitStack()
 
     def _enter(self, cm: Any) -> Any:
@@ -154,6 +161,10 @@ class Driver:
                 thread.join(10)
 
             handle = BrokerHandle(b.endpoint, log, close)
+        elif self.hub is not None:
+            gb = self.hub.call(mdp_gevent.Broker, endpoint, config, transport=transport,
+                               on_event=log)
+            handle = BrokerHandle(gb.endpoint, log, self._serve_gevent(gb))
         else:
             ab = mdp_async.Broker(endpoint, config, transport=transport, on_event=log)
             assert self.portal is not None
@@ -163,9 +174,24 @@ class Driver:
         self.stack.callback(handle.close)
         return handle
 
+    def _serve_gevent(self, served: mdp_gevent.Broker | mdp_gevent.Worker
+                      ) -> Callable[[], None]:
+        """Serve in the hub's thread; return what stops it (and waits for that)."""
+        hub = self.hub
+        assert hub is not None
+        greenlet = hub.call(served.start)
+
+        def close() -> None:
+            served.close()
+            hub.call(greenlet.get, timeout=15)
+
+        return close
+
     def broker_argv(self, endpoint: str) -> list[str]:
         if self.name == "zmq":
             return mdp_cli("broker", "--bind", endpoint)
+        if self.name == "gevent":
+            return [sys.executable, GEVENT_PEER, "broker", "--bind", endpoint]
         return [sys.executable, ASYNC_PEER, "--backend", self.name, "broker", "--bind", endpoint]
 
     # -- workers
@@ -181,6 +207,11 @@ class Driver:
             self.stack.callback(thread.join, 10)
             self.stack.callback(w.close)
             return w
+        if self.hub is not None:
+            gw = self.hub.call(mdp_gevent.Worker, endpoint, service,
+                               _echo if kind == "echo" else _stream, config, version)
+            self.stack.callback(self._serve_gevent(gw))
+            return gw
         handler = _aecho if kind == "echo" else _astream
         return self._enter(mdp_async.Worker(endpoint, service, handler, config, version, **kw))
 
@@ -189,6 +220,8 @@ class Driver:
         if self.name == "zmq":
             argv = mdp_cli("worker", service, "--echo", "--announce", "--connect", endpoint,
                            *extra)
+        elif self.name == "gevent":
+            argv = [sys.executable, GEVENT_PEER, "worker", service, "--connect", endpoint, *extra]
         else:
             argv = [sys.executable, ASYNC_PEER, "--backend", self.name, "worker", service,
                     "--connect", endpoint, *extra]
@@ -202,10 +235,10 @@ class Driver:
                 ) -> list[SyncClient]:
         """``n`` clients that may be used from ``n`` threads at once.
 
-        The blocking driver needs a Client per thread; the async driver
-        serves them all from one Client with a pool of ``n`` sockets. With
-        ``spread``, the ``i``-th client (or socket) has the home broker
-        ``spread + i`` (see the drivers' Client).
+        The blocking driver needs a Client per thread; the async and gevent
+        drivers serve them all from one Client with a pool of ``n`` sockets.
+        With ``spread``, the ``i``-th client (or socket) has the home broker
+        ``spread + i`` (see the drivers' Client; not yet the gevent driver's).
         """
         if self.name == "zmq":
             out = []
@@ -215,6 +248,8 @@ class Driver:
                 out.append(SyncClient(c.request, lambda *a, c=c, **k: list(c.stream(*a, **k)),
                                       c.service_exists))
             return out
+        if self.hub is not None:
+            return [self._gevent_client(endpoint, n, config, version)] * n
         ac = self._enter(mdp_async.Client(endpoint, config, version, pool_size=n,
                                           spread=spread))
         portal = self.portal
@@ -234,6 +269,17 @@ class Driver:
             return found
 
         return [SyncClient(request, stream, service_exists)] * n
+
+    def _gevent_client(self, endpoint: str | list[str], n: int, config: ClientConfig | None,
+                       version: Dialect) -> SyncClient:
+        """One mdp_gevent.Client in the hub, each call in a greenlet of its own."""
+        hub = self.hub
+        assert hub is not None
+        gc = hub.call(mdp_gevent.Client, endpoint, config, version, pool_size=n)
+        self.stack.callback(hub.call, gc.close)
+        return SyncClient(lambda *a, **k: hub.call(gc.request, *a, **k),
+                          lambda *a, **k: hub.call(lambda: list(gc.stream(*a, **k))),
+                          lambda name: hub.call(gc.service_exists, name))
 
     def client(self, endpoint: str | list[str], config: ClientConfig | None = None,
                version: Dialect = Dialect.MDP02, spread: int | None = None) -> SyncClient:
@@ -264,14 +310,20 @@ async def _astream(frames: list[bytes]) -> AsyncIterator[bytes]:
 
 
 @pytest.fixture(scope="module")
-def portals() -> Iterator[dict[str, BlockingPortal]]:
-    """One event loop per async backend, each in a thread, for the whole module."""
+def portals() -> Iterator[dict[str, BlockingPortal | GeventHub]]:
+    """One event loop per async backend and a gevent hub, each in a thread, for the
+    whole module."""
     with ExitStack() as stack:
-        yield {b: stack.enter_context(start_blocking_portal(b)) for b in ("trio", "asyncio")}
+        out: dict[str, BlockingPortal | GeventHub] = {
+            b: stack.enter_context(start_blocking_portal(b)) for b in ("trio", "asyncio")}
+        hub = out["gevent"] = GeventHub()
+        stack.callback(hub.close)
+        yield out
 
 
 @pytest.fixture(scope="module")
-def shared(portals: dict[str, BlockingPortal]) -> Iterator[dict[str, BrokerHandle]]:
+def shared(portals: dict[str, BlockingPortal | GeventHub]
+           ) -> Iterator[dict[str, BrokerHandle]]:
     """One broker per driver for the light tests (each test uses its own services)."""
     drivers = [Driver(name, portals.get(name)) for name in DRIVERS]
     try:
@@ -282,7 +334,7 @@ def shared(portals: dict[str, BlockingPortal]) -> Iterator[dict[str, BrokerHandl
 
 
 @pytest.fixture
-def make(portals: dict[str, BlockingPortal]) -> Iterator[Callable[[str], Driver]]:
+def make(portals: dict[str, BlockingPortal | GeventHub]) -> Iterator[Callable[[str], Driver]]:
     """``make(name)``: the driver ``name``; what the test made with it is closed after."""
     made: list[Driver] = []
 

@@ -1,8 +1,11 @@
-"""A broker's synchronous I/O turn, shared by every driver (blocking, async, gevent).
+"""The synchronous I/O turns every driver shares (blocking, async, gevent).
 
 A driver owns the waiting: ``zmq_poll`` in a thread, a task per socket on
 anyio, a greenlet on gevent. What happens once a socket may be readable is
-the same everywhere and lives here, in :class:`RouterEngine`:
+the same everywhere and lives here: :class:`RouterEngine` for a broker's
+ROUTER, :class:`DealerEngine` for a worker's or client's DEALER.
+
+A broker's turn (:class:`RouterEngine`):
 
 * read what the ROUTER holds (a batch at most, so timers and sends get a
   turn) and feed it to :class:`mdp_core.Broker`, each message with its
@@ -15,6 +18,13 @@ the same everywhere and lives here, in :class:`RouterEngine`:
   (a full queue) to ``Broker.send_failed`` and a peer that is gone
   (``ROUTER_MANDATORY``'s EHOSTUNREACH) to ``Broker.connection_lost``;
 * log and hand on the core's events, rate-limited.
+
+A worker's or client's turn (:class:`DealerEngine`): read a batch into
+the core, tell it what the DEALER's monitor saw (a completed handshake, a
+dropped connection) once the socket is empty, tick it when due, and send
+what it queued, reporting a refused send to its ``send_failed``. Acting
+on the core's events (a worker's job, a client's reply or reset) is the
+driver's, between the turn and the next flush.
 
 Nothing here waits or decides anything about MDP: the core decides.
 """
@@ -35,23 +45,29 @@ from .glue import (
     MonitorEvent,
     TransportConfig,
     drain_monitor,
+    flush_dealer,
     log_event,
     recv_routed,
     send_frames,
     shorten,
 )
 
-__all__ = ["BATCH", "MAX_LOSS_DEFERRAL", "EngineViews", "RouterEngine"]
+__all__ = ["BATCH", "DEALER_BATCH", "MAX_LOSS_DEFERRAL", "DealerEngine", "EngineViews",
+           "RouterEngine"]
 
 #: Messages read per turn before timers, the monitor and sends get a turn.
 BATCH = 256
 #: Turns a known loss may wait for the ROUTER to be emptied (busy broker).
 MAX_LOSS_DEFERRAL = 4
+#: Messages a DEALER's turn reads before its timers and sends get a turn.
+DEALER_BATCH = 64
 
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
+_NOBLOCK = int(zmq.NOBLOCK)
 _ACCEPTED = int(zmq.EVENT_ACCEPTED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+_HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
 
 class RouterEngine:
@@ -287,3 +303,112 @@ class EngineViews:
     def on_event(self, callback: Callable[[Event], None] | None) -> None:
         """Set the callback (None: none)."""
         self.engine.on_event = callback
+
+
+class DealerEngine:
+    """Runs a :class:`mdp_core.Worker` or :class:`mdp_core.Client` on a DEALER.
+
+    ``sock`` is the conversation's DEALER and ``monitor`` its monitor
+    (``glue.make_dealer``); ``endpoint`` names the broker in log lines.
+    The driver calls :meth:`monitor_ready` (or :meth:`monitor_events`)
+    when the monitor may be readable, :meth:`turn` when the DEALER may be
+    readable or the core's deadline has come, then acts on the core's
+    events and calls :meth:`flush`. None of them blocks. One engine serves
+    one socket; a new socket gets a new engine.
+
+    :attr:`handshake` and :attr:`dropped` hold what the monitor saw and the
+    core has not been told yet: a completed handshake (``Client.connected``;
+    a worker's core needs no such input, it is logged) and a dropped
+    connection (``connection_lost``). They are told once the socket has
+    been read to the end, because libzmq queues a connection's last
+    messages (a broker's DISCONNECT, a reply) before it reports the drop.
+    """
+
+    def __init__(
+        self,
+        core: mdp_core.Worker | mdp_core.Client,
+        sock: zmq.Socket[bytes],
+        monitor: zmq.Socket[bytes],
+        *,
+        log: logging.Logger,
+        endpoint: str,
+    ) -> None:
+        self.core = core
+        self.sock = sock
+        self.monitor = monitor
+        self.log = log
+        self.endpoint = endpoint
+        #: The monitor saw a handshake the core has not been told of.
+        self.handshake = False
+        #: The monitor saw the connection drop; the core has not been told.
+        self.dropped = False
+        self._connected = core.connected if isinstance(core, mdp_core.Client) else None
+
+    def monitor_ready(self) -> bool:
+        """Read every monitor event waiting; True if the core must hear of one
+        (the driver then makes sure :meth:`turn` runs soon)."""
+        return self.monitor_events(drain_monitor(self.monitor))
+
+    def monitor_events(self, events: Iterable[MonitorEvent]) -> bool:
+        """Like :meth:`monitor_ready`, for events a driver's own watcher read."""
+        news = False
+        for ev in events:
+            if ev.event == _DISCONNECTED:
+                self.dropped = news = True
+            elif ev.event == _HANDSHAKE:
+                if self._connected is not None:
+                    self.handshake = news = True
+                    self.log.debug("connected to broker at %s", ev.endpoint or self.endpoint)
+                else:
+                    self.log.info("connected to broker at %s", ev.endpoint or self.endpoint)
+        return news
+
+    def turn(self, now: float, readable: bool = True) -> bool:
+        """Read (if ``readable``), tell the core what the monitor saw once the
+        socket is empty, tick the core if its deadline has come.
+
+        Returns False if it stopped reading with messages left (call it
+        again soon). Sends nothing: act on the core's events, then :meth:`flush`.
+        """
+        emptied = self.read(now) if readable else True
+        if emptied:
+            self.settle(now)
+        core = self.core
+        deadline = core.next_deadline()
+        if deadline is not None and now >= deadline:
+            core.tick(now)
+        return emptied
+
+    def read(self, now: float, batch: int = DEALER_BATCH) -> bool:
+        """Feed up to ``batch`` messages to the core; True if the socket was emptied."""
+        sock, core = self.sock, self.core
+        events = sock.get
+        for _ in range(batch):
+            try:
+                frames = sock.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return True
+            core.receive(frames, now)
+            if not int(events(_EVENTS)) & _POLLIN:
+                return True
+        return False
+
+    def settle(self, now: float) -> None:
+        """Tell the core what the monitor saw (see the class docstring)."""
+        connected = self._connected
+        if self.handshake and connected is not None:
+            self.handshake = False
+            connected(now)
+        if self.dropped:
+            self.dropped = False
+            self.log.info("connection to %s dropped", self.endpoint)
+            self.core.connection_lost(now)
+
+    def flush(self, now: float) -> bool:
+        """Send what the core queued; False if a send was refused (the core was told).
+
+        A full queue to the broker is the core's to judge: a worker's lost
+        REPLY ends its conversation (``BrokerLost``), a lost HEARTBEAT does
+        not matter, a client's request is retried on a new socket.
+        """
+        return flush_dealer(self.sock, self.core, now)

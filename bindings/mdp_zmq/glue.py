@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,6 +61,7 @@ __all__ = [
     "log_handler_failure",
     "make_dealer",
     "make_router",
+    "next_part",
     "next_spread",
     "normalize_endpoint",
     "parse_host_port",
@@ -455,6 +456,19 @@ def timeout_ms(deadline: float | None, now: float, cap: float | None = None) -> 
     if cap is not None:
         wait = min(wait, cap)
     return math.ceil(wait * 1000)
+
+
+def next_part(
+    stream: Iterator[bytes | Sequence[bytes]],
+) -> tuple[bool, bytes | Sequence[bytes]]:
+    """One step of a handler's generator: ``(False, item)`` for its next item
+    (a PARTIAL body), ``(True, value)`` once it returned (the FINAL body:
+    its return value, ``b""`` if None). What it raises comes out."""
+    try:
+        return False, next(stream)
+    except StopIteration as stop:
+        value = stop.value
+        return True, b"" if value is None else value
 
 
 class Waker:

@@ -1,0 +1,123 @@
+"""gevent driver for :class:`mdp_core.Broker`.
+
+Two greenlets: the *pump* owns the ROUTER (waits for it, and each turn is
+:class:`~mdp_zmq.engine.RouterEngine`'s: read every waiting message into
+the core, tick its timers, send what it queued) and a watcher reads the
+ROUTER's monitor into the :class:`~mdp_zmq.glue.ConnectionTracker` and
+wakes the pump when a peer's connection is gone. Dead peers are found in
+the same layers as by the other brokers: monitor DISCONNECTED +
+``zmq.SRCFD``, ZMTP heartbeats (which end in the same DISCONNECTED),
+``ROUTER_MANDATORY`` (EHOSTUNREACH on send), then the core's own MDP
+heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import zmq
+from mdp_zmq.engine import EngineViews, RouterEngine
+from mdp_zmq.glue import MonitorEvent, TransportConfig, close_monitor, make_router
+
+import mdp_core
+from mdp_core import Event
+
+from ._pump import MonitorWatch, Pump, green_context, plain
+from ._service import Service
+
+__all__ = ["Broker"]
+
+log = logging.getLogger("mdp_gevent.broker")
+
+
+class Broker(EngineViews, Service):
+    """An MDP broker on one ROUTER socket bound to ``endpoints``, for gevent programs.
+
+    The socket is bound in the constructor (``endpoints`` then holds the
+    resolved addresses, so ``tcp://127.0.0.1:*`` shows its port).
+    ``serve()`` blocks the calling greenlet until :meth:`close` (from any
+    greenlet, thread or signal handler, e.g. ``gevent.signal_handler(
+    signal.SIGTERM, broker.close)``); ``start()`` serves in a new greenlet
+    and returns it; ``with broker:`` serves in the background until the
+    block ends. On shutdown every live worker gets DISCONNECT and the
+    socket closes with the bounded linger of ``transport``. A broker
+    serves once. The sockets belong to the hub of the thread that made
+    them: serve in that thread.
+
+    ``context`` must be a ``zmq.green.Context`` (default: its
+    ``instance()``). ``on_event`` is called with every core event, after
+    it is logged, in the pump's greenlet between a read and the next
+    send: it must not block (spawn a greenlet for slow work); an exception
+    it raises is logged and ignored. Raises ``zmq.ZMQError`` if an
+    endpoint cannot be bound, ValueError if there is none or one is empty,
+    TypeError if one is not a str or ``context`` is not green.
+    """
+
+    _name = "broker"
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        config: mdp_core.BrokerConfig | None = None,
+        *,
+        transport: TransportConfig | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        elif not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
+            raise TypeError("endpoints must be a str or a sequence of str, not "
+                            f"{type(endpoints).__name__}")
+        self.core = mdp_core.Broker(config)
+        self.transport = transport if transport is not None else TransportConfig()
+        self.context = green_context(context)
+        self._router, self._monitor, self.endpoints = make_router(
+            self.context, endpoints, self.transport)
+        self.engine = RouterEngine(self.core, plain(self._router), plain(self._monitor),
+                                   self.transport, log=log, clock=time.monotonic,
+                                   on_event=on_event)
+        self._pump: Pump | None = None
+        super().__init__()  # after the bind: nothing to release if it fails
+
+    # --------------------------------------------------------------- the pump
+
+    def _serve(self) -> None:
+        log.info("broker listening on %s", ", ".join(self.endpoints))
+        self._pump = pump = Pump(self.engine.router)
+        watch = MonitorWatch(self.engine.monitor, self._on_monitor)
+        try:
+            pump.run(self._turn)
+        finally:
+            watch.stop()
+            pump.stop()
+
+    def _turn(self, now: float) -> tuple[bool, float | None]:
+        """The engine's turn (see :data:`~mdp_gevent._pump.Turn`), until closing."""
+        if self._closing:
+            assert self._pump is not None
+            self._pump.stop()
+            return True, None
+        engine = self.engine
+        drained = engine.turn(now)
+        return drained, engine.wake_at()
+
+    def _on_monitor(self, events: list[MonitorEvent]) -> None:
+        """Feed the tracker; wake the pump if a peer's connection is gone."""
+        if self.engine.monitor_events(events) and self._pump is not None:
+            self._pump.wake()
+
+    def _wake(self) -> None:
+        if self._pump is not None:
+            self._pump.wake()
+
+    def _shutdown(self) -> None:
+        """DISCONNECT every worker, send it, close (never blocks the hub)."""
+        try:
+            self.engine.close(time.monotonic())
+        finally:
+            close_monitor(self._router, self._monitor)
+            self._router.close()  # LINGER from TransportConfig bounds this
+            log.info("broker stopped")
