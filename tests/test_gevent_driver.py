@@ -551,3 +551,22 @@ def test_broker_metrics_snapshot_needs_metrics() -> None:
             broker.metrics_snapshot()
     finally:
         broker.close()
+
+
+# ------------------------------------------------------------------ several brokers
+
+
+def test_a_drop_seen_while_idle_moves_the_next_request_to_the_other_broker() -> None:
+    first, second = Broker("tcp://127.0.0.1:*"), Broker("tcp://127.0.0.1:*")
+    endpoints = [first.endpoint, second.endpoint]
+    with second, Worker(endpoints, "echo", echo), \
+            Client(endpoints, ClientConfig(timeout=5.0, retries=0), pool_size=1,
+                   spread=0) as client:
+        with first:
+            assert client.request("echo", b"home") == [b"home"]  # the home broker: first
+        with gevent.Timeout(10):  # the idle socket's monitor has seen the drop
+            while not ((engine := client._pairs[0].engine) and engine.dropped):
+                gevent.sleep(0.01)
+        # Told to the core before the request: it goes to the second broker
+        # at once, and its one attempt is answered there.
+        assert client.request("echo", b"moved") == [b"moved"]
