@@ -130,7 +130,7 @@ def measure(procs: Procs, t: Topology, clients: int, window: int, seconds: float
 def main(argv: list[str] | None = None) -> dict[str, object]:
     """Measure and print; return the results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--driver", choices=["zmq", "trio", "asyncio"], default="zmq",
+    p.add_argument("--driver", choices=["zmq", "trio", "asyncio", "gevent"], default="zmq",
                    help="the brokers' driver [zmq]")
     p.add_argument("--workers", type=int, default=6, help="raw echo workers, in all [6]")
     p.add_argument("--clients", type=int, default=4, help="load generator processes [4]")

@@ -25,7 +25,7 @@ def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(("broker", "worker", "client"), [
     ("trio", "asyncio", "zmq"),
-    ("asyncio", "zmq", "trio"),
+    ("asyncio", "gevent", "trio"),
     ("zmq", "trio", "asyncio"),
 ])
 def test_every_subcommand_runs_on_the_driver_it_is_given(

@@ -209,7 +209,7 @@ class Driver:
             return w
         if self.hub is not None:
             gw = self.hub.call(mdp_gevent.Worker, endpoint, service,
-                               _echo if kind == "echo" else _stream, config, version)
+                               _echo if kind == "echo" else _stream, config, version, **kw)
             self.stack.callback(self._serve_gevent(gw))
             return gw
         handler = _aecho if kind == "echo" else _astream
@@ -238,7 +238,7 @@ class Driver:
         The blocking driver needs a Client per thread; the async and gevent
         drivers serve them all from one Client with a pool of ``n`` sockets.
         With ``spread``, the ``i``-th client (or socket) has the home broker
-        ``spread + i`` (see the drivers' Client; not yet the gevent driver's).
+        ``spread + i`` (see the drivers' Client).
         """
         if self.name == "zmq":
             out = []
@@ -249,7 +249,7 @@ class Driver:
                                       c.service_exists))
             return out
         if self.hub is not None:
-            return [self._gevent_client(endpoint, n, config, version)] * n
+            return [self._gevent_client(endpoint, n, config, version, spread)] * n
         ac = self._enter(mdp_async.Client(endpoint, config, version, pool_size=n,
                                           spread=spread))
         portal = self.portal
@@ -271,11 +271,11 @@ class Driver:
         return [SyncClient(request, stream, service_exists)] * n
 
     def _gevent_client(self, endpoint: str | list[str], n: int, config: ClientConfig | None,
-                       version: Dialect) -> SyncClient:
+                       version: Dialect, spread: int | None) -> SyncClient:
         """One mdp_gevent.Client in the hub, each call in a greenlet of its own."""
         hub = self.hub
         assert hub is not None
-        gc = hub.call(mdp_gevent.Client, endpoint, config, version, pool_size=n)
+        gc = hub.call(mdp_gevent.Client, endpoint, config, version, pool_size=n, spread=spread)
         self.stack.callback(hub.call, gc.close)
         return SyncClient(lambda *a, **k: hub.call(gc.request, *a, **k),
                           lambda *a, **k: hub.call(lambda: list(gc.stream(*a, **k))),

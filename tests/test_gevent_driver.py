@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +33,7 @@ from zmq_support import free_tcp_endpoint
 
 from mdp_core import (
     BrokerConfig,
+    BrokerMetrics,
     ClientConfig,
     EmptyBody,
     FailureCause,
@@ -40,6 +42,7 @@ from mdp_core import (
     RequestRequeued,
     WorkerConfig,
     WorkerLost,
+    WorkerMetrics,
     WorkerReady,
 )
 
@@ -470,3 +473,100 @@ def test_it_works_under_monkey_patch_all() -> None:
     expected = sorted([b"JOB %d" % i] for i in range(5))
     # Five jobs from five patched threads ran at once on the worker's five conversations.
     assert proc.stdout.splitlines() == [f"{expected} peak 5"]
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def _until(pred: Any, timeout: float = 10.0) -> bool:
+    """Poll ``pred`` (in a plain thread: sleeps block only it) until true or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_broker_metrics_snapshot_from_another_thread_is_taken_in_the_hub() -> None:
+    broker = Broker("tcp://127.0.0.1:*", metrics=BrokerMetrics())
+    assert broker.metrics_snapshot().received == {}  # not serving: taken at once
+    worker_metrics = WorkerMetrics(b"echo")
+    with broker, Worker(broker.endpoint, "echo", echo, metrics=worker_metrics), \
+            Client(broker.endpoint, ONE_SHOT) as client:
+        assert client.request("echo", b"x") == [b"x"]
+        # A real thread (a scrape's): the hub answers it between two switches.
+        assert blocking(_until, lambda: broker.metrics_snapshot().requests.get(
+            ("echo", "delivered")) == 1)
+        with gevent.Timeout(10):
+            while worker_metrics.snapshot().handled.get("replied") != 1:
+                gevent.sleep(0.01)
+        assert worker_metrics.snapshot().handler.count == 1
+    assert broker.metrics_snapshot().requests[("echo", "delivered")] == 1  # shut down
+
+
+def test_broker_metrics_snapshot_from_the_hub_itself_does_not_wait() -> None:
+    got: list[object] = []
+    broker: Broker
+
+    def on_event(event: object) -> None:
+        got.append(broker.metrics_snapshot(timeout=0.1).workers_registered)
+
+    broker = Broker("tcp://127.0.0.1:*", metrics=BrokerMetrics(), on_event=on_event)
+    with broker, Worker(broker.endpoint, "echo", echo), gevent.Timeout(10):
+        broker.metrics_snapshot(timeout=0.1)  # started, not yet run: at once, no TimeoutError
+        while not got:
+            gevent.sleep(0.01)
+    assert got[0] == {"echo": 1}
+
+
+def test_broker_metrics_snapshot_times_out_when_the_hub_is_stuck() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def on_event(event: object) -> None:
+        if not release.is_set():
+            entered.set()
+            release.wait(10)  # unpatched: holds the whole hub
+
+    def ask() -> str:
+        assert entered.wait(10)
+        try:
+            broker.metrics_snapshot(timeout=0.05)
+        except TimeoutError as exc:
+            return str(exc)
+        finally:
+            release.set()
+        return "answered"
+
+    broker = Broker("tcp://127.0.0.1:*", metrics=BrokerMetrics(), on_event=on_event)
+    asking = gevent.get_hub().threadpool.spawn(ask)
+    with broker, Worker(broker.endpoint, "echo", echo):
+        assert "no metrics snapshot" in asking.get()
+
+
+def test_broker_metrics_snapshot_needs_metrics() -> None:
+    broker = Broker("tcp://127.0.0.1:*")
+    try:
+        with pytest.raises(RuntimeError, match="without metrics"):
+            broker.metrics_snapshot()
+    finally:
+        broker.close()
+
+
+# ------------------------------------------------------------------ several brokers
+
+
+def test_a_drop_seen_while_idle_moves_the_next_request_to_the_other_broker() -> None:
+    first, second = Broker("tcp://127.0.0.1:*"), Broker("tcp://127.0.0.1:*")
+    endpoints = [first.endpoint, second.endpoint]
+    with second, Worker(endpoints, "echo", echo), \
+            Client(endpoints, ClientConfig(timeout=5.0, retries=0), pool_size=1,
+                   spread=0) as client:
+        with first:
+            assert client.request("echo", b"home") == [b"home"]  # the home broker: first
+        with gevent.Timeout(10):  # the idle socket's monitor has seen the drop
+            while not ((engine := client._pairs[0].engine) and engine.dropped):
+                gevent.sleep(0.01)
+        # Told to the core before the request: it goes to the second broker
+        # at once, and its one attempt is answered there.
+        assert client.request("echo", b"moved") == [b"moved"]

@@ -323,7 +323,7 @@ def test_status_of_an_empty_broker_and_a_cut_reply(
 # ------------------------------------------------------------------ the CLI
 
 
-@pytest.mark.parametrize("driver", ["zmq", "trio"])
+@pytest.mark.parametrize("driver", ["zmq", "trio", "gevent"])
 def test_mdp_broker_metrics_serves_metrics_and_json_logs(
     tmp_path: object, workers: ThreadWorkers, driver: str
 ) -> None:
@@ -352,12 +352,12 @@ def test_mdp_broker_metrics_serves_metrics_and_json_logs(
     ready = [r for r in records if r.get("event") == "WorkerReady"]
     assert len(ready) == 1
     assert ready[0]["service"] == "echo" and ready[0]["level"] == "INFO"
-    package = "mdp_zmq" if driver == "zmq" else "mdp_async"
+    package = {"zmq": "mdp_zmq", "gevent": "mdp_gevent"}.get(driver, "mdp_async")
     assert ready[0]["logger"] == f"{package}.broker" and ready[0]["worker"]
     assert {"time", "message"} <= set(ready[0])
 
 
-@pytest.mark.parametrize("driver", ["zmq", "asyncio"])
+@pytest.mark.parametrize("driver", ["zmq", "asyncio", "gevent"])
 def test_mdp_worker_metrics_serves_the_handlers_metrics(
     echo_broker: BrokerThread, procs: ProcSet, driver: str
 ) -> None:

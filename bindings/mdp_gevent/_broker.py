@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import zmq
+from gevent.monkey import get_original
 from mdp_zmq.engine import EngineViews, RouterEngine
 from mdp_zmq.glue import MonitorEvent, TransportConfig, close_monitor, make_router
 
@@ -30,6 +31,11 @@ from ._service import Service
 __all__ = ["Broker"]
 
 log = logging.getLogger("mdp_gevent.broker")
+
+#: The OS thread's id, also under ``monkey.patch_all()`` (whose get_ident
+#: names the greenlet).
+_thread_id = get_original("_thread", "get_ident")
+_allocate_lock = get_original("_thread", "allocate_lock")
 
 
 class Broker(EngineViews, Service):
@@ -50,7 +56,10 @@ class Broker(EngineViews, Service):
     ``instance()``). ``on_event`` is called with every core event, after
     it is logged, in the pump's greenlet between a read and the next
     send: it must not block (spawn a greenlet for slow work); an exception
-    it raises is logged and ignored. Raises ``zmq.ZMQError`` if an
+    it raises is logged and ignored. ``metrics`` (a
+    :class:`mdp_core.BrokerMetrics`) is fed every core event in the pump's
+    turn and makes the core time each request; read it with
+    :meth:`metrics_snapshot`, from any thread. Raises ``zmq.ZMQError`` if an
     endpoint cannot be bound, ValueError if there is none or one is empty,
     TypeError if one is not a str or ``context`` is not green.
     """
@@ -65,24 +74,69 @@ class Broker(EngineViews, Service):
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        metrics: mdp_core.BrokerMetrics | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         elif not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
             raise TypeError("endpoints must be a str or a sequence of str, not "
                             f"{type(endpoints).__name__}")
-        self.core = mdp_core.Broker(config)
+        self.core = mdp_core.Broker(config, timed=metrics is not None)
+        self.metrics = metrics
+        self._done = False  # shut down: the hub's thread no longer uses the core
+        self._thread: int | None = None  # the serving hub's thread
         self.transport = transport if transport is not None else TransportConfig()
         self.context = green_context(context)
         self._router, self._monitor, self.endpoints = make_router(
             self.context, endpoints, self.transport)
         self.engine = RouterEngine(self.core, plain(self._router), plain(self._monitor),
                                    self.transport, log=log, clock=time.monotonic,
-                                   on_event=on_event)
+                                   on_event=on_event, metrics=metrics)
         self._pump: Pump | None = None
         super().__init__()  # after the bind: nothing to release if it fails
 
+    def metrics_snapshot(self, timeout: float = 5.0) -> mdp_core.MetricsSnapshot:
+        """The broker's metrics now (:meth:`mdp_core.BrokerMetrics.snapshot`).
+
+        Thread-safe: asked from another thread (a Prometheus scrape's) while
+        the broker serves, the snapshot is taken in the serving hub, as a
+        callback between two greenlet switches (so never in the middle of a
+        turn), and this thread waits for it on a real (not monkey-patched)
+        lock. From a greenlet of the serving hub, or before serving and
+        after the shutdown, it is taken at once. Raises RuntimeError if the
+        broker has no ``metrics``, TimeoutError if no snapshot came within
+        ``timeout`` s.
+        """
+        metrics = self.metrics
+        if metrics is None:
+            raise RuntimeError("this broker was made without metrics=")
+        if self._state == "new" or self._done or self._thread == _thread_id():
+            return metrics.snapshot(self.core)
+        done = _allocate_lock()
+        done.acquire()
+        got: list[mdp_core.MetricsSnapshot] = []
+
+        def take() -> None:
+            try:
+                got.append(metrics.snapshot(self.core))
+            finally:
+                done.release()
+
+        self._loop.run_callback_threadsafe(take)
+        deadline = time.monotonic() + timeout
+        # In slices: a hub whose thread stopped running it answers no callback.
+        while not done.acquire(True, min(0.05, max(0.0, deadline - time.monotonic()))):
+            if self._done:
+                return metrics.snapshot(self.core)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no metrics snapshot from the broker in {timeout:g} s")
+        return got[0]
+
     # --------------------------------------------------------------- the pump
+
+    def _begin(self) -> None:
+        super()._begin()
+        self._thread = _thread_id()  # serve() and start() run in the hub's thread
 
     def _serve(self) -> None:
         log.info("broker listening on %s", ", ".join(self.endpoints))
@@ -120,4 +174,5 @@ class Broker(EngineViews, Service):
         finally:
             close_monitor(self._router, self._monitor)
             self._router.close()  # LINGER from TransportConfig bounds this
+            self._done = True
             log.info("broker stopped")

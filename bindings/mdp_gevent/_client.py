@@ -2,14 +2,17 @@
 
 MDP allows one outstanding request per client socket, so a
 :class:`Client` keeps a bounded pool of *pairs*, each a core Client and
-its DEALER. A call takes a free pair (or waits for one) and, while its
+its DEALER (connected to the broker that core chose: pair ``i`` has the
+home broker ``spread + i``, so a pool is spread over several brokers). A
+call takes a free pair (or waits for one) and, while its
 request is outstanding, its greenlet is the pump of that pair's socket:
 it waits for a reply or the core's deadline, and each turn is
 :class:`~mdp_zmq.engine.DealerEngine`'s (read into the core, tell it what
 the monitor saw, tick it). A greenlet per socket watches the DEALER's
 monitor and wakes the caller on a completed handshake or a dropped
 connection (the core then retries at once). On ``ResetConnection`` the
-pair's socket is replaced before the resend, so a late reply to an
+pair's socket is replaced (by one to the broker the event names) before
+the resend, so a late reply to an
 abandoned attempt is never read as the answer to a later one; a call
 that is abandoned (its greenlet killed, a ``gevent.Timeout``, a stream
 left early) cancels its request in the core and closes the socket for
@@ -21,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 import gevent.lock
@@ -31,9 +34,10 @@ from mdp_zmq.engine import DealerEngine
 from mdp_zmq.glue import (
     MonitorEvent,
     TransportConfig,
+    as_endpoints,
     close_monitor,
     make_dealer,
-    normalize_endpoint,
+    next_spread,
 )
 
 import mdp_core
@@ -56,43 +60,48 @@ log = logging.getLogger("mdp_gevent.client")
 
 
 class Client:
-    """A gevent MDP client for the broker at ``endpoint``; many greenlets at once.
+    """A gevent MDP client of the broker at ``endpoints`` (one, or a list); many
+    greenlets at once.
 
     Any number of greenlets (of the thread that uses it) may call
     :meth:`request`, :meth:`stream` and :meth:`service_exists` at once; at
     most ``pool_size`` requests are outstanding at a time, each on a
     socket of its own as MDP requires, and the other callers wait for a
     free one. ``config`` gives the default ``timeout`` (seconds per
-    attempt) and ``retries`` (resends after the first attempt). Use it as
-    a context manager or call :meth:`close`. ``context`` must be a
-    ``zmq.green.Context`` (default: its ``instance()``). Raises TypeError
-    if ``endpoint`` is not a str, ``version`` not a
-    :class:`mdp_core.Dialect`, ``config`` not a ClientConfig or
-    ``context`` not green; ValueError for an empty endpoint or
-    ``pool_size < 1``.
+    attempt) and ``retries`` (resends after the first attempt). With
+    several brokers the core of each socket picks the broker of each
+    attempt; the pool's ``i``-th socket has the home broker
+    ``endpoints[(spread + i) % len(endpoints)]`` (``spread`` defaults to
+    :func:`mdp_zmq.glue.next_spread`). Use it as a context manager or call
+    :meth:`close`. ``context`` must be a ``zmq.green.Context`` (default:
+    its ``instance()``). Raises TypeError if ``endpoints`` is not a str or
+    a list of str, ``version`` not a :class:`mdp_core.Dialect`, ``config``
+    not a ClientConfig or ``context`` not green; ValueError for
+    ``pool_size < 1``, no endpoint, an empty one or one given twice.
     """
 
     def __init__(
         self,
-        endpoint: str,
+        endpoints: str | Sequence[str],
         config: mdp_core.ClientConfig | None = None,
         version: Dialect = Dialect.MDP02,
         *,
         pool_size: int = 16,
+        spread: int | None = None,
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be >= 1")
-        normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
-        self.endpoint = endpoint
+        self.endpoints = as_endpoints(endpoints)  # TypeError/ValueError now, not at connect
+        self.spread = next_spread() if spread is None else spread
         self.config = config
         self.version = version
         self.pool_size = pool_size
         self.transport = transport if transport is not None else TransportConfig()
         self.context = green_context(context)
-        first = _Pair(self)  # its core checks config and version now
-        self._pairs = [first]
+        self._pairs: list[_Pair] = []
+        first = self._make_pair()  # its core checks config and version now
         self._free = [first]
         self._slots = gevent.lock.BoundedSemaphore(pool_size)
         self._closed = False
@@ -200,6 +209,7 @@ class Client:
             raise RuntimeError("client is closed")
         self._slots.acquire()
         pair = self._free.pop() if self._free else self._make_pair()
+        pair.report_idle_drop()
         try:
             yield pair
         finally:
@@ -223,7 +233,9 @@ class _Pair:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.core = mdp_core.Client(client.config, client.version)
+        self.core = mdp_core.Client(client.config, client.version,
+                                    brokers=len(client.endpoints),
+                                    spread=client.spread + len(client._pairs))
         self.engine: DealerEngine | None = None  # the current socket's
         self.pump: Pump | None = None
         self._watch: MonitorWatch | None = None
@@ -232,15 +244,30 @@ class _Pair:
         self._reset = False  # the core asked for a new socket
         self._rid = 0
 
+    def report_idle_drop(self) -> None:
+        """Before a request: tell the core of a drop the monitor saw while idle.
+
+        It is not the next request's loss: with one broker the DEALER
+        queues the request until it is connected again; with several the
+        core moves on to another broker (a ``ResetConnection``, acted on
+        in :meth:`begin`).
+        """
+        engine = self.engine
+        if engine is not None and engine.dropped:
+            engine.dropped = False
+            self.core.connection_lost(time.monotonic())
+
     def begin(self, rid: int) -> None:
         """Request ``rid`` is queued in the core, not sent yet.
 
-        A drop the monitor reported before is not this request's loss: the
-        DEALER queues it until it is connected again.
+        A ``ResetConnection`` before it (a drop while idle, or a request the
+        core sends to another broker) closes the old socket before anything
+        is sent; the next step opens one to the broker the core chose.
         """
         self._rid = rid
-        if self.engine is not None:
-            self.engine.dropped = False
+        for event in self.core.events():
+            if isinstance(event, ResetConnection):
+                self.close()
 
     def step(self) -> list[PartialReply | FinalReply]:
         """Drive the core until the request has news: its replies in order.
@@ -280,7 +307,7 @@ class _Pair:
                 out.append(event)
             elif isinstance(event, RequestFailed) and event.request_id == rid:
                 raise RequestTimeout(event.service, event.reason, event.cause,
-                                     self.client.endpoint)
+                                     ", ".join(self.client.endpoints))
             elif isinstance(event, ProtocolError):
                 log.debug("dropped: %s", event.reason)
         if out or self._reset:
@@ -294,11 +321,13 @@ class _Pair:
 
     def _open(self) -> None:
         c = self.client
-        self._sock, self._mon = make_dealer(c.context, c.endpoint, c.transport)
+        # The broker the core chose: the one its latest ResetConnection named.
+        endpoint = c.endpoints[self.core.broker]
+        self._sock, self._mon = make_dealer(c.context, endpoint, c.transport)
         assert self._mon is not None
         sock = plain(self._sock)
         self.engine = DealerEngine(self.core, sock, plain(self._mon), log=log,
-                                   endpoint=c.endpoint)
+                                   endpoint=endpoint)
         self.pump = Pump(sock)
         self._watch = MonitorWatch(self.engine.monitor, self._on_monitor)
 

@@ -31,12 +31,12 @@ from mdp_zmq.glue import (
     LogLimiter,
     MonitorEvent,
     TransportConfig,
+    as_endpoints,
     close_monitor,
     log_event,
     log_handler_failure,
     make_dealer,
     next_part,
-    normalize_endpoint,
 )
 
 import mdp_core
@@ -59,7 +59,8 @@ the FINAL (MDP/0.2); see :class:`Worker`."""
 
 
 class Worker(Service):
-    """An MDP worker for ``service`` at ``endpoint``, for gevent programs.
+    """An MDP worker for ``service`` at ``endpoints`` (one broker, or a list), for
+    gevent programs.
 
     ``handler(frames)`` gets a request's body frames (a list of bytes) and
     returns the reply, ``bytes`` (one frame) or a sequence of frames; or it
@@ -81,46 +82,52 @@ class Worker(Service):
     greenlet is killed and a new conversation starts after the core's
     reconnect delay.
 
-    ``concurrency=N`` holds N conversations (N sockets), so N requests are
-    handled at once. ``serve()`` blocks the calling greenlet until
+    ``concurrency=N`` holds N conversations (N sockets) with each broker,
+    so each broker can have N requests handled here at once (all brokers
+    together: N times their number); each conversation reconnects on its
+    own. ``metrics`` (a :class:`mdp_core.WorkerMetrics`) times each handler
+    call and counts lost broker conversations, as in the other workers.
+    ``serve()`` blocks the calling greenlet until
     :meth:`close` (from any greenlet, thread or signal handler), then
     sends DISCONNECT on every open conversation; ``start()`` serves in a
     new greenlet and returns it; ``with worker:`` serves in the background
     until the block ends. ``context`` must be a ``zmq.green.Context``
     (default: its ``instance()``).
 
-    Raises TypeError at construction if ``endpoint`` is not a str,
-    ``service`` not str or bytes, ``handler`` not callable, ``version`` not
-    a :class:`mdp_core.Dialect` or ``context`` not green; ValueError for an
-    empty endpoint or service name or ``concurrency < 1``.
+    Raises TypeError at construction if ``endpoints`` is not a str or a
+    list of str, ``service`` not str or bytes, ``handler`` not callable,
+    ``version`` not a :class:`mdp_core.Dialect` or ``context`` not green;
+    ValueError for an empty service name, ``concurrency < 1``, no
+    endpoint, an empty one or one given twice.
     """
 
     _name = "worker"
 
     def __init__(
         self,
-        endpoint: str,
+        endpoints: str | Sequence[str],
         service: str | BytesLike,
         handler: Handler,
         config: mdp_core.WorkerConfig | None = None,
         version: Dialect = Dialect.MDP02,
         *,
         concurrency: int = 1,
+        metrics: mdp_core.WorkerMetrics | None = None,
         transport: TransportConfig | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        normalize_endpoint(endpoint)  # TypeError/ValueError now, not at connect
+        self.endpoints = as_endpoints(endpoints)  # TypeError/ValueError now, not at connect
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
-        self.endpoint = endpoint
         self.handler = handler
+        self.metrics = metrics
         self.transport = transport if transport is not None else TransportConfig()
         self.context = green_context(context)
         # The core checks service, config and version (TypeError/ValueError).
-        self.lanes = [_Lane(self, mdp_core.Worker(service, config, version))
-                      for _ in range(concurrency)]
+        self.lanes = [_Lane(self, endpoint, mdp_core.Worker(service, config, version))
+                      for endpoint in self.endpoints for _ in range(concurrency)]
         self.service = self.lanes[0].core.service
         #: Rate-limits this worker's repeated warnings (see LogLimiter).
         self.log_limiter = LogLimiter(clock=time.monotonic)
@@ -130,12 +137,14 @@ class Worker(Service):
 
     @property
     def core(self) -> mdp_core.Worker:
-        """The core of the first conversation (the only one with ``concurrency=1``)."""
+        """The core of the first conversation (the only one with one broker and
+        ``concurrency=1``)."""
         return self.lanes[0].core
 
     def _serve(self) -> None:
         log.info("worker for %s connecting to %s (%d conversation(s))",
-                 self.service.decode(errors="replace"), self.endpoint, len(self.lanes))
+                 self.service.decode(errors="replace"), ", ".join(self.endpoints),
+                 len(self.lanes))
         runs = [gevent.spawn(lane.run) for lane in self.lanes]
         for run in runs:
             run.link_exception(lambda _: self._stop.set())
@@ -159,10 +168,11 @@ class Worker(Service):
 
 
 class _Lane:
-    """One conversation at a time with the broker: a DEALER, a core, a pump."""
+    """One conversation at a time with one broker: a DEALER, a core, a pump."""
 
-    def __init__(self, worker: Worker, core: mdp_core.Worker) -> None:
+    def __init__(self, worker: Worker, endpoint: str, core: mdp_core.Worker) -> None:
         self.worker = worker
+        self.endpoint = endpoint
         self.core = core
         self.engine: DealerEngine | None = None  # the conversation's socket
         self.pump: Pump | None = None
@@ -178,17 +188,17 @@ class _Lane:
                 delay = self._converse()
             finally:
                 self.close()
-            log.info("reconnecting in %.2f s", delay)
+            log.info("reconnecting to %s in %.2f s", self.endpoint, delay)
             gevent.sleep(delay)
 
     def open(self) -> None:
         """A new socket and a new conversation (READY queued and sent)."""
         w = self.worker
-        self._sock, self._mon = make_dealer(w.context, w.endpoint, w.transport)
+        self._sock, self._mon = make_dealer(w.context, self.endpoint, w.transport)
         assert self._mon is not None
         sock = plain(self._sock)
         self.engine = DealerEngine(self.core, sock, plain(self._mon), log=log,
-                                   endpoint=w.endpoint)
+                                   endpoint=self.endpoint)
         self.pump = Pump(sock)
         self.core.connect(time.monotonic())
         self._flush()
@@ -212,7 +222,10 @@ class _Lane:
         assert engine is not None
         emptied = engine.turn(now)
         engine.flush(now)
-        for event in core.events():
+        events = core.events()
+        if self.worker.metrics is not None:
+            self.worker.metrics.observe(events)
+        for event in events:
             log_event(log, event, self.worker.log_limiter)
             if isinstance(event, RequestReceived):
                 self.job = gevent.spawn(self._job, event)
@@ -252,10 +265,13 @@ class _Lane:
 
     def _job(self, request: RequestReceived) -> None:
         """Run the handler for ``request`` and send its FINAL (or abandon it)."""
-        core = self.core
+        core, metrics, replied = self.core, self.worker.metrics, False
+        if metrics is not None:
+            metrics.started(request, time.monotonic())
         try:
             final = self._call(request)
             core.reply(request, final, time.monotonic())
+            replied = True
         except NotCurrentRequest as exc:  # the conversation ended meanwhile
             log.debug("reply dropped: %s", exc)
             return
@@ -268,6 +284,8 @@ class _Lane:
         else:
             self.worker.handled += 1
         finally:
+            if metrics is not None:
+                metrics.finished(request, replied, time.monotonic())
             if self.job is getcurrent():
                 self.job = None
         self._wake()
