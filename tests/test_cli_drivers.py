@@ -46,6 +46,18 @@ def test_every_subcommand_runs_on_the_driver_it_is_given(
         assert proc.popen.wait(15) == 0
 
 
+@pytest.mark.parametrize("driver", ["trio", "asyncio", "gevent"])
+def test_a_call_that_gets_no_reply_is_one_line_on_every_driver(procs: ProcSet, driver: str
+                                                               ) -> None:
+    endpoint = free_tcp_endpoint()
+    procs.start(mdp_cli("broker", "--bind", endpoint)).wait_line("mdp broker listening")
+    done = run("call", "nobody", "x", "--connect", endpoint, "--driver", driver,
+               "--timeout", "0.3", "--retries", "0")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == ("mdp call: nobody: no reply after 1 attempt: no worker registered "
+                           "for 'nobody'\n")
+
+
 def test_demo_shows_the_recovery_on_the_async_driver() -> None:
     done = run("demo", "--driver", "trio", "--job", "1", "--kill-after", "0.3", timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr

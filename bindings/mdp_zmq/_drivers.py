@@ -99,15 +99,24 @@ def call(
         return
     import anyio
 
+    failed: list[Exception] = []
+
     async def main() -> None:
         async with client as c:
-            if stream:
-                async for frames in c.stream(service, *body):
-                    on_reply(frames)
-            else:
-                on_reply(await c.request(service, *body))
+            # Caught inside the client's task group, which would wrap it
+            # in an ExceptionGroup: the caller gets the client's exception.
+            try:
+                if stream:
+                    async for frames in c.stream(service, *body):
+                        on_reply(frames)
+                else:
+                    on_reply(await c.request(service, *body))
+            except Exception as exc:
+                failed.append(exc)
 
     anyio.run(main, backend=driver)
+    if failed:
+        raise failed[0]
 
 
 def sleeper(driver: str) -> Callable[[float], Any]:
