@@ -40,7 +40,9 @@ from ._events import (
     ResetConnection,
     WorkerLost,
     WorkerReady,
+    WorkerRefused,
 )
+from ._policy import Policy
 from ._state import RequestState, WorkerState
 from ._worker import (
     AlreadyConnected,
@@ -79,6 +81,7 @@ __all__ = [
     "NotCurrentRequest",
     "PartialNotSupported",
     "PartialReply",
+    "Policy",
     "ProtocolError",
     "Ready",
     "RequestAbandoned",
@@ -97,6 +100,7 @@ __all__ = [
     "WorkerConfig",
     "WorkerLost",
     "WorkerReady",
+    "WorkerRefused",
     "WorkerReply",
     "WorkerRequest",
     "WorkerState",

@@ -49,6 +49,7 @@ import itertools
 from collections import deque
 from collections.abc import Sequence
 
+from ._broker_auth import guarded_receive, refuse_caller, refuse_worker
 from ._broker_edges import (
     abandon,
     answer_mmi,
@@ -66,11 +67,8 @@ from ._broker_parts import (
     _DELIVER,
     _DISCONNECT,
     _DISPATCH,
-    _EXPIRE,
-    _EXPIRED,
     _FINAL,
     _FRAME_OVERHEAD,
-    _GONE,
     _HEARTBEAT,
     _INF,
     _LOST,
@@ -80,9 +78,6 @@ from ._broker_parts import (
     _READY,
     _REQUEST,
     _REQUEST_OVERHEAD,
-    _TIMEOUT,
-    _W_HEARTBEAT,
-    _W_PREFIX,
     BrokerConfig,
     _bytes_only,
     _disconnect_frames,
@@ -95,6 +90,7 @@ from ._broker_parts import (
     _shown,
     _Worker,
 )
+from ._broker_timers import earliest_timer, run_timers
 from ._codec import (
     C02,
     W02,
@@ -112,7 +108,6 @@ from ._events import (
     Event,
     ProtocolError,
     RequestDelivered,
-    RequestExpired,
     RequestRefused,
     WorkerLost,
     WorkerReady,
@@ -187,6 +182,10 @@ class Broker:
         self._held = 0  # bytes of the requests held, against max_queued_bytes
         self._max_held = cfg.max_queued_bytes
         self._max_frames = cfg.max_frames
+        self._policy = cfg.policy
+        # Whether messages go through guarded_receive: with a policy, and
+        # once any message came with an identity.
+        self._guarded = cfg.policy is not None
         self._closed = False
 
     # ------------------------------------------------------------ output
@@ -217,9 +216,18 @@ class Broker:
 
     # ------------------------------------------------------------- input
 
-    def receive(self, peer: bytes, frames: Sequence[bytes], now: float) -> None:
+    def receive(
+        self, peer: bytes, frames: Sequence[bytes], now: float, identity: str | None = None
+    ) -> None:
         """Handle one message from ``peer`` (the ROUTER routing id), without
         the identity frame.
+
+        ``identity`` is who the transport authenticated the sender as (the
+        ``User-Id`` of a CURVE connection; None: not authenticated). A
+        worker session and a client's pending requests keep the identity
+        they started with: a message from their routing id under another
+        one is dropped (:class:`~mdp_core.ProtocolError`), the session and
+        the requests untouched. ``BrokerConfig.policy`` is judged on it.
 
         Never raises on peer input: malformed or unexpected messages are
         dropped and reported as :class:`~mdp_core.ProtocolError` (a worker
@@ -228,6 +236,9 @@ class Broker:
         alone (see there).
         """
         if self._closed:
+            return
+        if identity is not None or self._guarded:
+            guarded_receive(self, peer, frames, now, identity)
             return
         n = len(frames)
         if n > self._max_frames:
@@ -251,6 +262,12 @@ class Broker:
                 ):
                     self._on_reply(peer, Dialect.MDP02, f2, frames[4:], f1 == b"\x04", now)
                     return
+        self._decoded(peer, frames, now, None)
+
+    def _decoded(
+        self, peer: bytes, frames: Sequence[bytes], now: float, identity: str | None
+    ) -> None:
+        """Decode a message (within ``max_frames``) and hand it to its handler."""
         peer = bytes(peer)
         try:
             dialect, cmd = decode(frames)
@@ -258,13 +275,13 @@ class Broker:
             self._events.append(ProtocolError(peer, f"malformed message dropped: {exc.reason}"))
             return
         if isinstance(cmd, ClientRequest):
-            self._on_request(peer, dialect, cmd.service, cmd.body, now)
+            self._on_request(peer, dialect, cmd.service, cmd.body, now, identity)
         elif isinstance(cmd, WorkerReply):
             self._on_reply(peer, dialect, cmd.client, cmd.body, cmd.final, now)
         elif isinstance(cmd, Heartbeat):
             self._on_heartbeat(peer, dialect, now)
         elif isinstance(cmd, Ready):
-            self._on_ready(peer, dialect, cmd.service, now)
+            self._on_ready(peer, dialect, cmd.service, now, identity)
         elif isinstance(cmd, Disconnect):
             self._on_disconnect(peer, dialect, now)
         elif isinstance(cmd, ClientReply):
@@ -329,67 +346,15 @@ class Broker:
 
         Safe to call early or late. Raises nothing.
         """
-        if self._closed:
-            return
-        timers = self._timers
-        rearm: list[_Worker] = []  # re-pushed after the loop: each worker runs once per tick
-        while timers and timers[0][0] <= now:
-            at, _, w = heapq.heappop(timers)
-            if w.timer_at != at or w.state is _GONE:
-                continue  # superseded entry
-            w.timer_at = _INF
-            if w.expires <= now and _EXPIRED in w.row:
-                self._end_session(
-                    w, w.row[_EXPIRED][0],
-                    f"heartbeat expired: silent for {self._expiry:g}s", False, now)
-                continue
-            if w.deadline <= now and _TIMEOUT in w.row:
-                self._end_session(
-                    w, w.row[_TIMEOUT][0],
-                    f"processing timeout ({w.service.processing_timeout:g}s) passed",
-                    True, now)
-                continue
-            if w.heartbeat_at <= now:
-                self._out.append((w.peer, [*_W_PREFIX[w.dialect], _W_HEARTBEAT[w.dialect]]))
-                w.heartbeat_at = now + self._interval
-            rearm.append(w)
-        for w in rearm:
-            self._arm(w)
-        waiting = self._waiting
-        while waiting and waiting[0].deadline <= now:
-            req = waiting.popleft()
-            if req.state is _QUEUED:
-                self._expire_queued(req)
-        requeued = self._requeued
-        while requeued and requeued[0][0] <= now:
-            req = heapq.heappop(requeued)[2]
-            if req.state is _QUEUED:
-                self._expire_queued(req)
+        if not self._closed:
+            run_timers(self, now)
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next be called, or None if no timer runs.
 
         Raises nothing.
         """
-        if self._closed:
-            return None
-        timers = self._timers
-        while timers and (timers[0][2].timer_at != timers[0][0] or timers[0][2].state is _GONE):
-            heapq.heappop(timers)
-        waiting = self._waiting
-        while waiting and waiting[0].state is not _QUEUED:
-            waiting.popleft()
-        requeued = self._requeued
-        while requeued and requeued[0][2].state is not _QUEUED:
-            heapq.heappop(requeued)
-        best = timers[0][0] if timers else None
-        for t in (
-            waiting[0].deadline if waiting else None,
-            requeued[0][0] if requeued else None,
-        ):
-            if t is not None and (best is None or t < best):
-                best = t
-        return best
+        return None if self._closed else earliest_timer(self)
 
     def close(self, now: float) -> None:
         """Shut down cleanly: DISCONNECT every live worker (each ends with
@@ -405,10 +370,15 @@ class Broker:
     # ------------------------------------------------------------ clients
 
     def _on_request(
-        self, peer: bytes, dialect: Dialect, service: bytes, body: Sequence[bytes], now: float
+        self, peer: bytes, dialect: Dialect, service: bytes, body: Sequence[bytes], now: float,
+        identity: str | None = None,
     ) -> None:
         if service.startswith(MMI_PREFIX):
-            answer_mmi(self, peer, dialect, service, body)
+            answer_mmi(self, peer, dialect, service, body, identity)
+            return
+        policy = self._policy
+        if policy is not None and not policy._may_call(identity, service):
+            refuse_caller(self, peer, service, identity)
             return
         svc = self._services.get(service)
         if svc is None:
@@ -426,7 +396,7 @@ class Broker:
             return
         self._held = held
         req = _Request(next(self._ids), peer, svc, dialect, body, size,
-                       now + self.config.request_timeout, self._queued_row)
+                       now + self.config.request_timeout, self._queued_row, identity)
         requests = self._clients.get(peer)
         if requests is None:
             self._clients[peer] = {req.id: req}
@@ -453,16 +423,6 @@ class Broker:
             del self._clients[req.client]
         req.body = ()
         self._held -= req.size
-
-    def _expire_queued(self, req: _Request) -> None:
-        req.state, req.row = req.row[_EXPIRE]
-        svc = req.service
-        svc.queued -= 1
-        self._forget(req)
-        self._events.append(RequestExpired(
-            req.client, svc.name,
-            f"request_timeout ({self.config.request_timeout:g}s) passed with no worker to take it"))
-        self._maybe_drop(svc)
 
     def _maybe_drop(self, svc: _Service) -> None:
         if svc.workers == 0 and svc.queued == 0:
@@ -502,20 +462,18 @@ class Broker:
         w.timer_at = at
         heapq.heappush(self._timers, (at, next(self._seq), w))
 
-    def _arm(self, w: _Worker) -> None:
-        due = w.heartbeat_at
-        if _EXPIRED in w.row and w.expires < due:
-            due = w.expires
-        if w.deadline < due:
-            due = w.deadline
-        self._push(w, due)
-
-    def _on_ready(self, peer: bytes, dialect: Dialect, service: bytes, now: float) -> None:
+    def _on_ready(
+        self, peer: bytes, dialect: Dialect, service: bytes, now: float, identity: str | None
+    ) -> None:
         w = self._workers.get(peer)
         t = (self._new_row if w is None else w.row).get(_READY)
         if t is None or w is not None:
             unexpected(self, peer, w, dialect, "READY (a worker MUST NOT send a second READY)",
                        now)
+            return
+        policy = self._policy
+        if policy is not None and not policy._may_serve(identity, service):
+            refuse_worker(self, peer, dialect, service, identity)
             return
         svc = self._services.get(service)
         if svc is None:
@@ -527,7 +485,7 @@ class Broker:
                     peer, f"READY for {_shown(service)}: {refusal}; sent DISCONNECT"))
                 return
             svc = self._new_service(service)
-        w = _Worker(peer, svc, dialect, t[0], t[1], now, self._expiry, self._interval)
+        w = _Worker(peer, svc, dialect, t[0], t[1], now, self._expiry, self._interval, identity)
         self._workers[peer] = w
         svc.workers += 1
         self._events.append(WorkerReady(peer, service))

@@ -12,8 +12,16 @@ reaches a worker. Replies (one or more frames) are:
 ``mmi.workers``
     one frame per live worker, ``b"<service> <state>"`` (state is ``idle``
     or ``busy``), sorted; a single empty frame if there is none.
+``mmi.allowed`` (ours, not in RFC 8)
+    body frame 0 is a service name; ``200`` if the asking client may call
+    it (``BrokerConfig.policy``; always without a policy), else ``403``.
 anything else in ``mmi.``
     ``501``.
+
+With a policy, every answer is about the services the asking client may
+call: the others are absent from ``mmi.services`` and ``mmi.workers``, and
+``mmi.service`` answers ``404`` for them (a client does not learn of
+services it may not call; ``mmi.allowed`` tells it that it may not).
 
 The two lists are cut to ``BrokerConfig.max_mmi_reply_bytes``: entries are
 kept in sorted order while their total size stays within it, each entry
@@ -30,7 +38,7 @@ they are management queries, not the data path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from ._broker_parts import _FRAME_OVERHEAD
@@ -51,20 +59,27 @@ def mmi_reply(
     services: Mapping[bytes, _ServiceView],
     worker_lines: Iterable[bytes],
     limit: int,
+    visible: Callable[[bytes], bool] | None = None,
 ) -> tuple[bytes, ...]:
     """The reply body to an MMI request for ``service`` (raises nothing).
 
     ``worker_lines`` yields one ``b"<service> <state>"`` line per live
-    worker; it is only consumed for ``mmi.workers``. ``limit`` is the size
-    the two lists are cut to (see the module docstring).
+    worker the client may see; it is only consumed for ``mmi.workers``.
+    ``limit`` is the size the two lists are cut to (see the module
+    docstring). ``visible(name)`` says whether the asking client may call
+    service ``name`` (None: every service).
     """
     if service == b"mmi.service":
         record = services.get(body[0])
-        return (b"200" if record is not None and record.workers > 0 else b"404",)
+        found = record is not None and record.workers > 0
+        return (b"200" if found and (visible is None or visible(body[0])) else b"404",)
     if service == b"mmi.services":
-        return _fit(sorted(s.name for s in services.values() if s.workers > 0), limit)
+        return _fit(sorted(s.name for s in services.values()
+                           if s.workers > 0 and (visible is None or visible(s.name))), limit)
     if service == b"mmi.workers":
         return _fit(sorted(worker_lines), limit)
+    if service == b"mmi.allowed":
+        return (b"200" if visible is None or visible(body[0]) else b"403",)
     return (b"501",)
 
 
