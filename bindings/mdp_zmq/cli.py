@@ -1,4 +1,4 @@
-"""The ``mdp`` command: broker, worker, call, services, demo.
+"""The ``mdp`` command: broker, worker, call, services, demo, keygen.
 
 ``-v`` logs lifecycle events (INFO: workers registered or lost, requests
 re-dispatched, reconnects); ``-vv`` adds one line per message (DEBUG); it
@@ -8,9 +8,16 @@ Workers and clients connect to ``--connect``, else ``$MDP_ENDPOINT``, else
 ``tcp://127.0.0.1:5555``; the broker binds ``--bind``, else ``$MDP_BIND``,
 else ``$MDP_ENDPOINT``, else the same default.
 
+CURVE (docs/security.md): ``mdp keygen NAME`` writes a key pair; the
+broker takes ``--curve-secret FILE --allow DIR`` (and ``--policy FILE``),
+workers and clients ``--curve-secret FILE --broker-key FILE``. A key file
+that is missing, unreadable, or a secret key that other users may read,
+is a usage error.
+
 Exit status: 0 on success, 1 for a failure at run time (no reply, cannot
-bind, ...), 2 for a usage error (a bad argument or environment variable),
-130 when interrupted. Every error is one line on stderr, never a traceback.
+bind, ...), 2 for a usage error (a bad argument, environment variable or
+key file), 130 when interrupted. Every error is one line on stderr, never
+a traceback.
 """
 
 from __future__ import annotations
@@ -36,7 +43,15 @@ from mdp_core import Dialect, FailureCause
 from . import _drivers
 from ._client import MdpZmqError, RequestTimeout
 from ._worker import Handler
-from .glue import HandlerError, TransportConfig, normalize_endpoint
+from .glue import (
+    HandlerError,
+    KeyFileError,
+    Security,
+    TransportConfig,
+    keygen,
+    load_policy,
+    normalize_endpoint,
+)
 
 __all__ = ["CliError", "CommandFailed", "build_parser", "log_level", "main"]
 
@@ -208,12 +223,50 @@ def broker_config(args: argparse.Namespace) -> mdp_core.BrokerConfig:
     names = ("heartbeat_interval", "request_timeout", "processing_timeout", "max_attempts",
              "max_queue", "max_queued_bytes")
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    policy = policy_config(args)
+    if policy is not None:
+        given["policy"] = policy
     return mdp_core.BrokerConfig(**given)
+
+
+def policy_config(args: argparse.Namespace) -> mdp_core.Policy | None:
+    """The Policy of ``--policy FILE`` (TOML), or None. Raises CliError."""
+    path = getattr(args, "policy", None)
+    if path is None:
+        return None
+    try:
+        policy = load_policy(path)
+    except KeyFileError as exc:
+        raise CliError(f"--policy {exc}") from None
+    if getattr(args, "curve_secret", None) is None:
+        log.warning("--policy without --curve-secret: every peer is unauthenticated, so only "
+                    "the policy's \"*\" identities apply")
+    return policy
+
+
+def security_config(args: argparse.Namespace) -> Security | None:
+    """The CURVE keys of ``--curve-secret`` with ``--allow`` (broker) or
+    ``--broker-key`` (worker, client), or None. Raises CliError naming the
+    key file at fault."""
+    secret = getattr(args, "curve_secret", None)
+    broker = hasattr(args, "allow")
+    other, flag = (args.allow, "--allow DIR") if broker else (args.broker_key,
+                                                              "--broker-key FILE")
+    if secret is None and other is None:
+        return None
+    if secret is None or other is None:
+        raise CliError(f"--curve-secret FILE and {flag} go together")
+    try:
+        if broker:
+            return Security.for_broker(secret, other)
+        return Security.for_peer(secret, other)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
 
 
 def transport_config(args: argparse.Namespace) -> TransportConfig:
     """The TransportConfig of the ``--zmtp-*`` flags (and ``--max-message-bytes``)."""
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"security": security_config(args)}
     if getattr(args, "max_message_bytes", None) is not None:
         extra["max_message_bytes"] = args.max_message_bytes
     zmtp = args.zmtp_heartbeat
@@ -247,6 +300,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
     except zmq.ZMQError as exc:
         raise CliError(f"cannot bind {' '.join(endpoints)}: {exc}", status=1) from None
     print("mdp broker listening on " + " ".join(broker.endpoints), flush=True)
+    if transport.security is not None:
+        names = sorted(transport.security.allowed.values())
+        print(f"mdp broker: CURVE on; {len(names)} key(s) allowed: {', '.join(names)}",
+              flush=True)
     _drivers.serve(args.driver, broker)
     return 0
 
@@ -352,6 +409,20 @@ def cmd_services(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Write a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret."""
+    try:
+        public, secret = keygen(args.name, args.dir)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    except FileExistsError as exc:
+        raise CliError(str(exc), status=1) from None
+    print(f"public key {public} (give it to the broker's --allow directory, or to peers as "
+          "--broker-key)")
+    print(f"secret key {secret} (mode 600: keep it on this host, pass it as --curve-secret)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Kill a busy worker mid-job and show the request re-dispatched."""
     from ._demo import run_demo
@@ -427,6 +498,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--connect", type=connect_endpoint, metavar="ENDPOINT",
                         help=f"broker endpoint [$MDP_ENDPOINT or {DEFAULT_ENDPOINT}]")
 
+    def curve(sp: argparse.ArgumentParser, *, broker: bool) -> None:
+        sp.add_argument("--curve-secret", metavar="FILE",
+                        help="CURVE: this side's secret key file (NAME.key_secret, from "
+                        "'mdp keygen'; mode 600)")
+        if broker:
+            sp.add_argument("--allow", metavar="DIR",
+                            help="CURVE: the public key files (NAME.key) of the peers let in; "
+                            "each file's NAME is that peer's identity")
+            sp.add_argument("--policy", metavar="FILE",
+                            help="who may serve and call which service: TOML with [serve] "
+                            "and [call] tables of \"pattern\" = [\"identity\", ...]")
+        else:
+            sp.add_argument("--broker-key", metavar="FILE",
+                            help="CURVE: the broker's public key file (NAME.key)")
+
     b = command("broker", help="run a broker")
     b.add_argument("--bind", action="append", type=bind_endpoint, metavar="ENDPOINT",
                    help="endpoint to bind (repeatable) "
@@ -448,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "[BrokerConfig's default]")
     b.add_argument("--max-message-bytes", type=positive_int, metavar="N",
                    help="largest message accepted (ZMQ_MAXMSGSIZE) [TransportConfig's default]")
+    curve(b, broker=True)
     b.set_defaults(func=cmd_broker)
 
     w = command("worker", help="run a worker for SERVICE")
@@ -459,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "frames joined by newlines on stdin, stdout is the reply, stderr goes "
                       "to the log; a non-zero exit abandons the request")
     connect(w)
+    curve(w, broker=False)
     w.add_argument("--mdp", choices=sorted(_VERSIONS), default="0.2", help="MDP version [0.2]")
     w.add_argument("--delay", type=non_negative_float, default=0.0, metavar="S",
                    help="--echo: sleep S s per request (a slow job)")
@@ -474,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("body", nargs="*", help="one frame each (none: one empty frame; "
                    "'-': one frame from stdin)")
     connect(c)
+    curve(c, broker=False)
     c.add_argument("--mdp", choices=sorted(_VERSIONS), default="0.2", help="MDP version [0.2]")
     c.add_argument("--stream", action="store_true", help="print PARTIAL replies as they come")
     c.add_argument("--timeout", type=positive_float, default=5.0, metavar="S",
@@ -486,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("services", help="list services that have workers (MMI)")
     connect(s)
+    curve(s, broker=False)
     s.add_argument("--timeout", type=positive_float, default=2.0, metavar="S",
                    help="per attempt [2]")
     s.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
@@ -493,6 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(s, heartbeat=False)
     driver(s)
     s.set_defaults(func=cmd_services)
+
+    k = command("keygen", help="write a CURVE key pair: DIR/NAME.key and DIR/NAME.key_secret")
+    k.add_argument("name", help="the key's name: the identity of the peer that uses it")
+    k.add_argument("--dir", default=".", help="where to write the files (made if missing) [.]")
+    k.set_defaults(func=cmd_keygen)
 
     d = command("demo", help="kill a busy worker mid-job; watch the request survive")
     d.add_argument("--job", type=positive_float, default=2.0, metavar="S",
@@ -513,6 +608,9 @@ def log_level(args: argparse.Namespace) -> int:
 def _timeout_hint(args: argparse.Namespace, exc: RequestTimeout) -> str:
     """For a request that got no reply for no known reason: the flag to try."""
     timeout = getattr(args, "timeout", None)
+    if exc.cause is FailureCause.UNREACHABLE and getattr(args, "curve_secret", None):
+        return (" (or the broker refused this key at the handshake: is its public key in the "
+                "broker's --allow directory, and --broker-key the broker's?)")
     if exc.cause is not FailureCause.NO_REPLY or timeout is None:
         return ""
     return f" (a job that takes longer than --timeout {timeout:g} s needs a larger one)"
