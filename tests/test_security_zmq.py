@@ -200,8 +200,9 @@ def test_peers_without_a_key_or_with_an_unknown_one_get_no_service_and_are_logge
             assert failed.value.cause is FailureCause.UNREACHABLE
         # Each kind was refused at least twice (a worker and a client): the
         # first refusal is logged, the others only counted.
-        wait_until(lambda: limiter.calls["CURVE key refused"] >= 2
-                   and limiter.calls["handshake failed"] >= 2, "two refusals of each kind")
+        wait_until(lambda: limiter.calls.get("CURVE key refused", 0) >= 2
+                   and limiter.calls.get("handshake failed", 0) >= 2,
+                   "two refusals of each kind")
         assert len(records(caplog, "refused a CURVE key")) == 1
         assert len(records(caplog, "refused a peer without CURVE")) == 1
         assert b.log.of(WorkerReady) == [] and b.log.events == []

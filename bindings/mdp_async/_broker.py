@@ -178,9 +178,12 @@ class Broker(Background):
         finally:
             close_monitor_socket(router, self._monitor)
             close_socket(router, self._pump, self.transport.linger)
-            if self._zap is not None:  # after the ROUTER: no handshake is left unchecked
-                close_socket(self._zap.socket, None, 0)
-                self._zap.close()
+            zap = self._zap
+            if zap is not None and not zap.socket.closed:
+                # After the ROUTER, so no handshake is left unchecked; its
+                # watcher is woken before the fd goes.
+                anyio.notify_closing(zap.socket.get(zmq.FD))  # type: ignore[arg-type]
+                zap.close()
             if self._own_context:
                 self.context.term()
             log.info("broker stopped")

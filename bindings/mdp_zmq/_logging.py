@@ -33,6 +33,7 @@ _KIND_PREFIX = re.compile(r"[A-Za-z _.-]*(?<! b)")
 _INFO = {"WorkerReady", "WorkerLost", "RequestRequeued", "BrokerLost", "Disconnected"}
 _WARNING = {
     "ProtocolError", "RequestExpired", "RequestRefused", "RequestFailed", "RequestUndelivered",
+    "WorkerRefused",
 }
 
 

@@ -22,6 +22,7 @@ only moves keys and names.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -395,6 +396,12 @@ class ZapHandler:
 
     def close(self) -> None:
         """Unbind and close the ZAP socket (after the ROUTER closed)."""
+        sock = self.socket
+        if not sock.closed:
+            # libzmq frees an inproc name at unbind, but only later at close:
+            # unbind first, so the context can take a ZAP handler again at once.
+            with contextlib.suppress(zmq.ZMQError):
+                sock.unbind(ZAP_ENDPOINT)
         self._auth.stop()
 
 
