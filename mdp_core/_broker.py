@@ -49,7 +49,7 @@ import itertools
 from collections import deque
 from collections.abc import Sequence
 
-from ._broker_auth import guarded_receive, refuse_caller, refuse_worker
+from ._broker_auth import bound, refuse_caller, refuse_worker
 from ._broker_edges import (
     abandon,
     answer_mmi,
@@ -183,8 +183,8 @@ class Broker:
         self._max_held = cfg.max_queued_bytes
         self._max_frames = cfg.max_frames
         self._policy = cfg.policy
-        # Whether messages go through guarded_receive: with a policy, and
-        # once any message came with an identity.
+        # Whether messages are checked against their identity (bound()):
+        # with a policy, and once any message came with an identity.
         self._guarded = cfg.policy is not None
         self._closed = False
 
@@ -237,8 +237,7 @@ class Broker:
         """
         if self._closed:
             return
-        if identity is not None or self._guarded:
-            guarded_receive(self, peer, frames, now, identity)
+        if (identity is not None or self._guarded) and not bound(self, peer, identity):
             return
         n = len(frames)
         if n > self._max_frames:
@@ -252,7 +251,7 @@ class Broker:
             f2 = frames[2]
             if f0 == C02:
                 if frames[1] == b"\x01" and f2 and _bytes_only(frames, 2):
-                    self._on_request(peer, Dialect.MDP02, f2, frames[3:], now)
+                    self._on_request(peer, Dialect.MDP02, f2, frames[3:], now, identity)
                     return
             elif f0 == W02 and n >= 5:
                 f1 = frames[1]
@@ -262,12 +261,6 @@ class Broker:
                 ):
                     self._on_reply(peer, Dialect.MDP02, f2, frames[4:], f1 == b"\x04", now)
                     return
-        self._decoded(peer, frames, now, None)
-
-    def _decoded(
-        self, peer: bytes, frames: Sequence[bytes], now: float, identity: str | None
-    ) -> None:
-        """Decode a message (within ``max_frames``) and hand it to its handler."""
         peer = bytes(peer)
         try:
             dialect, cmd = decode(frames)
@@ -371,7 +364,7 @@ class Broker:
 
     def _on_request(
         self, peer: bytes, dialect: Dialect, service: bytes, body: Sequence[bytes], now: float,
-        identity: str | None = None,
+        identity: str | None,
     ) -> None:
         if service.startswith(MMI_PREFIX):
             answer_mmi(self, peer, dialect, service, body, identity)

@@ -17,16 +17,15 @@ follow from it:
   :class:`~mdp_core.RequestRefused` whose reason starts with ``"not
   allowed"``). The handlers in ``_broker.py`` ask it.
 
-Messages without an identity on a broker without a policy never come
-here: the data path stays as it was.
+Messages without an identity on a broker without a policy are not
+checked at all: the data path stays as it was. Checked ones then take the
+same path, fast paths included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._broker_edges import oversized
 from ._broker_parts import _disconnect_frames, _shown
 from ._codec import Dialect
 from ._events import ProtocolError, RequestRefused, WorkerRefused
@@ -34,19 +33,19 @@ from ._events import ProtocolError, RequestRefused, WorkerRefused
 if TYPE_CHECKING:
     from ._broker import Broker
 
-__all__ = ["guarded_receive", "refuse_caller", "refuse_worker"]
+__all__ = ["bound", "refuse_caller", "refuse_worker"]
 
 
 def _who(identity: str | None) -> str:
     return "(unauthenticated)" if identity is None else repr(identity)
 
 
-def guarded_receive(
-    b: Broker, peer: bytes, frames: Sequence[bytes], now: float, identity: str | None
-) -> None:
-    """``Broker.receive`` of a message with an identity, or on a broker with
-    a policy: check the binding, then handle it as any message."""
-    peer = bytes(peer)
+def bound(b: Broker, peer: bytes, identity: str | None) -> bool:
+    """Whether a message from ``peer`` under ``identity`` may be handled:
+    False (with a ProtocolError) if the routing id's worker session or
+    pending requests belong to another identity."""
+    if type(peer) is not bytes:
+        peer = bytes(peer)
     if identity is not None:
         b._guarded = True  # from now on every message is checked, None included
     w = b._workers.get(peer)
@@ -54,7 +53,7 @@ def guarded_receive(
         b._events.append(ProtocolError(
             peer, f"identity {_who(identity)} is not {_who(w.identity)}, whose worker "
             "session this routing id holds; dropped"))
-        return
+        return False
     requests = b._clients.get(peer)
     if requests is not None:
         owner = next(iter(requests.values())).identity
@@ -62,11 +61,8 @@ def guarded_receive(
             b._events.append(ProtocolError(
                 peer, f"identity {_who(identity)} is not {_who(owner)}, whose requests this "
                 "routing id holds; dropped"))
-            return
-    if len(frames) > b._max_frames:
-        oversized(b, peer, frames, now)
-        return
-    b._decoded(peer, frames, now, identity)
+            return False
+    return True
 
 
 def refuse_worker(

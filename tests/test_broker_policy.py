@@ -432,3 +432,12 @@ def test_an_oversized_message_is_judged_by_its_header_also_when_guarded() -> Non
     h.send(b"c", [b"MDPC02", b"\x01", b"echo", *[b"x"] * 2000], "shop")
     (refused,) = h.events()
     assert isinstance(refused, RequestRefused) and "max_frames" in refused.reason
+
+
+def test_a_routing_id_given_as_a_bytes_like_is_bound_as_bytes() -> None:
+    h = busy_worker()
+    h.b.receive(bytearray(b"w"), encode(Heartbeat(), D2), h.now, identity="mallory")
+    assert [type(e) for e in h.events()] == [ProtocolError]
+    h.b.receive(memoryview(b"w"), encode(WorkerReply(b"c", (b"ok",)), D2), h.now,
+                identity="alice")
+    assert h.out() == [(b"c", [b"MDPC02", b"\x03", b"echo", b"ok"])]
