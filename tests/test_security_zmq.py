@@ -268,6 +268,29 @@ def test_a_client_not_allowed_is_refused_and_its_client_says_why(
             assert c.request("payments", b"x") == [b"paid"]
 
 
+@pytest.mark.parametrize("peers", ["trio", "asyncio"])
+def test_an_async_client_not_allowed_learns_why_too(
+    peers: str, keys: Keys, portals: dict[str, BlockingPortal],
+) -> None:
+    """The diagnosis asks a second question after a 404: the async client sends it."""
+    with running("zmq", portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            started_workers() as start:
+        start(b.endpoint, "payments", lambda f: [b"paid"], keys.peer("pay"))
+        b.log.wait_for(lambda: bool(b.log.of(WorkerReady)), "WorkerReady")
+
+        async def call(name: str) -> list[bytes] | mdp_zmq.RequestTimeout:
+            async with mdp_async.Client(b.endpoint, QUICK, transport=keys.peer(name)) as c:
+                try:
+                    return await c.request("payments", SECRET)
+                except mdp_zmq.RequestTimeout as exc:
+                    return exc
+
+        failed = portals[peers].call(call, "mallory")
+        assert isinstance(failed, mdp_zmq.RequestTimeout)
+        assert failed.cause is FailureCause.REFUSED
+        assert portals[peers].call(call, "shop") == [b"paid"]
+
+
 # ------------------------------------------------------------------ routing ids
 
 

@@ -294,6 +294,10 @@ class _Pair:
         assert self.pump is not None
         if out or self._reset:
             self.pump.stop(out)
+        elif self._flush():
+            # What a reply made the core queue (the diagnosis' second
+            # question) went out here; a send that failed has news.
+            self.pump.wake()
         return True, core.next_deadline()
 
     def _read(self, now: float) -> None:
@@ -308,10 +312,12 @@ class _Pair:
             if not int(sock.get(_EVENTS)) & _POLLIN:
                 return
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Send what the core queued; True if a send failed (reported to it)."""
         sock = self.sock
         assert sock is not None
         core = self.core
+        failed = False
         for frames in core.outgoing():
             try:
                 send_frames(sock, frames)
@@ -319,6 +325,8 @@ class _Pair:
                 # The queue to the broker is full: the attempt is over (the
                 # core resets and resends, or fails it), in the next turn.
                 core.send_failed(frames, anyio.current_time())
+                failed = True
+        return failed
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
         kinds = {ev.event for ev in events}

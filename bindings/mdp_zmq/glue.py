@@ -304,17 +304,20 @@ def drain_monitor(mon: zmq.Socket[bytes]) -> list[MonitorEvent]:
 
 
 def broker_context(
-    context: zmq.Context[Any] | None, transport: TransportConfig
+    context: zmq.Context[Any] | None,
+    transport: TransportConfig,
+    kind: type[zmq.Context[Any]] = zmq.Context,
 ) -> tuple[zmq.Context[Any], bool]:
-    """The context a broker uses: ``context`` if given; else a new one when
-    ``transport`` has security (its ZAP handler needs a context of its own),
-    else the process's shared one. Returns ``(context, owned)``; the broker
-    terminates an owned context when it stops."""
+    """The context a broker uses: ``context`` if given; else a new ``kind()``
+    when ``transport`` has security (its ZAP handler needs a context of its
+    own), else ``kind.instance()``, the process's shared one (``kind``:
+    ``zmq.green.Context`` for gevent). Returns ``(context, owned)``; the
+    broker terminates an owned context when it stops."""
     if context is not None:
         return context, False
     if transport.security is not None:
-        return zmq.Context(), True
-    return zmq.Context.instance(), False
+        return kind(), True
+    return kind.instance(), False
 
 
 def start_zap(context: zmq.Context[Any], transport: TransportConfig) -> ZapHandler | None:
