@@ -224,7 +224,7 @@ def test_the_secured_setup_of_the_docs_runs(tmp_path: Path, procs: ProcSet) -> N
         return subprocess.run(mdp_cli(*argv), capture_output=True, text=True, timeout=60,
                               check=False, cwd=tmp_path)
 
-    for name in ("broker", "pay", "shop", "mallory"):
+    for name in ("broker", "pay", "shop", "mallory", "stranger"):
         assert mdp("keygen", name, "--dir", "keys").returncode == 0
     allow = tmp_path / "allow"
     allow.mkdir()
@@ -257,3 +257,7 @@ def test_the_secured_setup_of_the_docs_runs(tmp_path: Path, procs: ProcSet) -> N
     outsider = mdp("call", "payments", "100", "--connect", endpoint, "--timeout", "1",
                    "--retries", "0")  # no key
     assert outsider.returncode == RUNTIME and "no broker reachable" in outsider.stderr
+    stranger = mdp("call", "payments", "100", *peer("stranger"), "--timeout", "1",
+                   "--retries", "0")  # a key not in allow/
+    assert stranger.returncode == RUNTIME
+    assert "the broker refused this key at the handshake" in stranger.stderr

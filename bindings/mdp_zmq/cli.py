@@ -41,17 +41,17 @@ import mdp_core
 from mdp_core import Dialect, FailureCause
 
 from . import _drivers
+from ._cli_base import CliError
+from ._cli_security import (
+    add_curve_flags,
+    cmd_keygen,
+    curve_hint,
+    policy_config,
+    security_config,
+)
 from ._client import MdpZmqError, RequestTimeout
 from ._worker import Handler
-from .glue import (
-    HandlerError,
-    KeyFileError,
-    Security,
-    TransportConfig,
-    keygen,
-    load_policy,
-    normalize_endpoint,
-)
+from .glue import HandlerError, TransportConfig, normalize_endpoint
 
 __all__ = ["CliError", "CommandFailed", "build_parser", "log_level", "main"]
 
@@ -61,15 +61,6 @@ _VERSIONS = {"0.1": Dialect.MDP01, "0.2": Dialect.MDP02}
 _CLIP = 200
 
 log = logging.getLogger("mdp_zmq.cli")
-
-
-class CliError(Exception):
-    """A user error reported as one line on stderr; ``status`` is the exit status
-    (2: usage, 1: run time)."""
-
-    def __init__(self, message: str, status: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class CommandFailed(HandlerError):
@@ -229,41 +220,6 @@ def broker_config(args: argparse.Namespace) -> mdp_core.BrokerConfig:
     return mdp_core.BrokerConfig(**given)
 
 
-def policy_config(args: argparse.Namespace) -> mdp_core.Policy | None:
-    """The Policy of ``--policy FILE`` (TOML), or None. Raises CliError."""
-    path = getattr(args, "policy", None)
-    if path is None:
-        return None
-    try:
-        policy = load_policy(path)
-    except KeyFileError as exc:
-        raise CliError(f"--policy {exc}") from None
-    if getattr(args, "curve_secret", None) is None:
-        log.warning("--policy without --curve-secret: every peer is unauthenticated, so only "
-                    "the policy's \"*\" identities apply")
-    return policy
-
-
-def security_config(args: argparse.Namespace) -> Security | None:
-    """The CURVE keys of ``--curve-secret`` with ``--allow`` (broker) or
-    ``--broker-key`` (worker, client), or None. Raises CliError naming the
-    key file at fault."""
-    secret = getattr(args, "curve_secret", None)
-    broker = hasattr(args, "allow")
-    other, flag = (args.allow, "--allow DIR") if broker else (args.broker_key,
-                                                              "--broker-key FILE")
-    if secret is None and other is None:
-        return None
-    if secret is None or other is None:
-        raise CliError(f"--curve-secret FILE and {flag} go together")
-    try:
-        if broker:
-            return Security.for_broker(secret, other)
-        return Security.for_peer(secret, other)
-    except KeyFileError as exc:
-        raise CliError(str(exc)) from None
-
-
 def transport_config(args: argparse.Namespace) -> TransportConfig:
     """The TransportConfig of the ``--zmtp-*`` flags (and ``--max-message-bytes``)."""
     extra: dict[str, Any] = {"security": security_config(args)}
@@ -409,20 +365,6 @@ def cmd_services(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keygen(args: argparse.Namespace) -> int:
-    """Write a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret."""
-    try:
-        public, secret = keygen(args.name, args.dir)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    except FileExistsError as exc:
-        raise CliError(str(exc), status=1) from None
-    print(f"public key {public} (give it to the broker's --allow directory, or to peers as "
-          "--broker-key)")
-    print(f"secret key {secret} (mode 600: keep it on this host, pass it as --curve-secret)")
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """Kill a busy worker mid-job and show the request re-dispatched."""
     from ._demo import run_demo
@@ -498,21 +440,6 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--connect", type=connect_endpoint, metavar="ENDPOINT",
                         help=f"broker endpoint [$MDP_ENDPOINT or {DEFAULT_ENDPOINT}]")
 
-    def curve(sp: argparse.ArgumentParser, *, broker: bool) -> None:
-        sp.add_argument("--curve-secret", metavar="FILE",
-                        help="CURVE: this side's secret key file (NAME.key_secret, from "
-                        "'mdp keygen'; mode 600)")
-        if broker:
-            sp.add_argument("--allow", metavar="DIR",
-                            help="CURVE: the public key files (NAME.key) of the peers let in; "
-                            "each file's NAME is that peer's identity")
-            sp.add_argument("--policy", metavar="FILE",
-                            help="who may serve and call which service: TOML with [serve] "
-                            "and [call] tables of \"pattern\" = [\"identity\", ...]")
-        else:
-            sp.add_argument("--broker-key", metavar="FILE",
-                            help="CURVE: the broker's public key file (NAME.key)")
-
     b = command("broker", help="run a broker")
     b.add_argument("--bind", action="append", type=bind_endpoint, metavar="ENDPOINT",
                    help="endpoint to bind (repeatable) "
@@ -534,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "[BrokerConfig's default]")
     b.add_argument("--max-message-bytes", type=positive_int, metavar="N",
                    help="largest message accepted (ZMQ_MAXMSGSIZE) [TransportConfig's default]")
-    curve(b, broker=True)
+    add_curve_flags(b, broker=True)
     b.set_defaults(func=cmd_broker)
 
     w = command("worker", help="run a worker for SERVICE")
@@ -546,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "frames joined by newlines on stdin, stdout is the reply, stderr goes "
                       "to the log; a non-zero exit abandons the request")
     connect(w)
-    curve(w, broker=False)
+    add_curve_flags(w, broker=False)
     w.add_argument("--mdp", choices=sorted(_VERSIONS), default="0.2", help="MDP version [0.2]")
     w.add_argument("--delay", type=non_negative_float, default=0.0, metavar="S",
                    help="--echo: sleep S s per request (a slow job)")
@@ -562,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("body", nargs="*", help="one frame each (none: one empty frame; "
                    "'-': one frame from stdin)")
     connect(c)
-    curve(c, broker=False)
+    add_curve_flags(c, broker=False)
     c.add_argument("--mdp", choices=sorted(_VERSIONS), default="0.2", help="MDP version [0.2]")
     c.add_argument("--stream", action="store_true", help="print PARTIAL replies as they come")
     c.add_argument("--timeout", type=positive_float, default=5.0, metavar="S",
@@ -575,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("services", help="list services that have workers (MMI)")
     connect(s)
-    curve(s, broker=False)
+    add_curve_flags(s, broker=False)
     s.add_argument("--timeout", type=positive_float, default=2.0, metavar="S",
                    help="per attempt [2]")
     s.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
@@ -608,9 +535,8 @@ def log_level(args: argparse.Namespace) -> int:
 def _timeout_hint(args: argparse.Namespace, exc: RequestTimeout) -> str:
     """For a request that got no reply for no known reason: the flag to try."""
     timeout = getattr(args, "timeout", None)
-    if exc.cause is FailureCause.UNREACHABLE and getattr(args, "curve_secret", None):
-        return (" (or the broker refused this key at the handshake: is its public key in the "
-                "broker's --allow directory, and --broker-key the broker's?)")
+    if exc.cause is FailureCause.UNREACHABLE:
+        return curve_hint(args, exc.cause)
     if exc.cause is not FailureCause.NO_REPLY or timeout is None:
         return ""
     return f" (a job that takes longer than --timeout {timeout:g} s needs a larger one)"
