@@ -215,6 +215,25 @@ def test_peers_without_a_key_or_with_an_unknown_one_get_no_service_and_are_logge
     assert any("handshake failed" in s for s in summaries), summaries
 
 
+@pytest.mark.parametrize("driver", BROKERS)
+def test_a_peer_with_another_broker_key_is_refused_and_logged(
+    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    shop = keys.peer("shop").security
+    assert shop is not None
+    wrong = TransportConfig(security=Security(shop.public_key, shop.secret_key,
+                                              broker_key=shop.public_key))
+    with running(driver, portals, keys.broker()) as b:
+        with mdp_zmq.Client(b.endpoint, QUICK, transport=wrong) as c, \
+                pytest.raises(mdp_zmq.RequestTimeout) as failed:
+            c.request("echo", b"hi")
+        assert failed.value.cause is FailureCause.UNREACHABLE
+        wait_until(lambda: bool(records(caplog, "whose CURVE handshake did not decrypt")),
+                   "log line of the refusal")
+
+
 # ------------------------------------------------------------------ authorization
 
 

@@ -62,8 +62,8 @@ _HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 #: Why a handshake failed (monitor values of HANDSHAKE_FAILED_PROTOCOL).
 _HANDSHAKE_WHY = {
     int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "a peer without CURVE",
-    int(zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC): "a CURVE handshake that did not decrypt "
-                                                "(a peer with another broker key?)",
+    int(zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC): "a peer whose CURVE handshake did not "
+                                                "decrypt (another broker key?)",
 }
 
 
