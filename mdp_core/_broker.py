@@ -233,7 +233,8 @@ class Broker:
         dropped and reported as :class:`~mdp_core.ProtocolError` (a worker
         that sends a valid but unexpected command also gets DISCONNECT). A
         message over ``BrokerConfig.max_frames`` is judged by its header
-        alone (see there).
+        alone (see there). Raises TypeError, changing nothing, for an
+        ``identity`` that is neither a str nor None.
         """
         if self._closed:
             return

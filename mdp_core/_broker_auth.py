@@ -43,11 +43,14 @@ def _who(identity: str | None) -> str:
 def bound(b: Broker, peer: bytes, identity: str | None) -> bool:
     """Whether a message from ``peer`` under ``identity`` may be handled:
     False (with a ProtocolError) if the routing id's worker session or
-    pending requests belong to another identity."""
+    pending requests belong to another identity. Raises TypeError (the
+    driver's mistake, not the peer's) for an identity that is not a str."""
+    if identity is not None:
+        if type(identity) is not str:
+            raise TypeError(f"identity must be a str or None, not {type(identity).__name__}")
+        b._guarded = True  # from now on every message is checked, None included
     if type(peer) is not bytes:
         peer = bytes(peer)
-    if identity is not None:
-        b._guarded = True  # from now on every message is checked, None included
     w = b._workers.get(peer)
     if w is not None and w.identity != identity:
         b._events.append(ProtocolError(

@@ -441,3 +441,14 @@ def test_a_routing_id_given_as_a_bytes_like_is_bound_as_bytes() -> None:
     h.b.receive(memoryview(b"w"), encode(WorkerReply(b"c", (b"ok",)), D2), h.now,
                 identity="alice")
     assert h.out() == [(b"c", [b"MDPC02", b"\x03", b"echo", b"ok"])]
+
+
+def test_an_identity_that_is_not_a_str_is_the_drivers_mistake() -> None:
+    h = busy_worker()
+    with pytest.raises(TypeError, match="identity must be a str"):
+        h.b.receive(b"w", encode(Heartbeat(), D2), h.now, identity=b"alice")  # type: ignore[arg-type]
+    assert (h.out(), h.events()) == ([], [])
+    fresh = Broker()
+    with pytest.raises(TypeError):
+        fresh.receive(b"w", encode(Ready(b"echo"), D2), 0.0, identity=1)  # type: ignore[arg-type]
+    assert fresh._guarded is False and fresh.events() == []
