@@ -6,6 +6,8 @@ by all processes on Linux). Prints ``listening <endpoint>`` once bound.
 Serves under ``anyio.run(..., backend=...)``, as the ``mdp`` command does
 for ``--driver trio``/``asyncio``; stops cleanly on SIGTERM/SIGINT.
 
+``--curve-secret FILE --allow DIR`` turns CURVE on (``bench/e2e.py --curve``).
+
 Run: ``python bench/async_broker_proc.py tcp://127.0.0.1:* --backend trio RequestRequeued``.
 """
 
@@ -28,6 +30,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("endpoint")
     p.add_argument("events", nargs="*")
     p.add_argument("--backend", choices=["trio", "asyncio"], default="trio")
+    p.add_argument("--curve-secret", help="CURVE: the broker's secret key file")
+    p.add_argument("--allow", help="CURVE: the directory of allowed public keys")
     a = p.parse_args(argv)
     wanted = set(a.events)
     out = sys.stdout
@@ -38,7 +42,13 @@ def main(argv: list[str]) -> None:
             out.write(f"event {name} {time.monotonic():.9f}\n")
             out.flush()
 
-    broker = mdp_async.Broker(a.endpoint, on_event=on_event)
+    transport = mdp_async.TransportConfig()
+    if a.curve_secret:
+        from mdp_zmq.glue import Security
+
+        transport = mdp_async.TransportConfig(
+            security=Security.for_broker(a.curve_secret, a.allow))
+    broker = mdp_async.Broker(a.endpoint, on_event=on_event, transport=transport)
     print("listening " + broker.endpoint, flush=True)
     anyio.run(serve_until_signal, broker, backend=a.backend)
 

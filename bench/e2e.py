@@ -22,7 +22,11 @@ started once and kept running; only one is loaded at a time):
 * ``majortomo``: ``python -m majortomo.broker`` with its CLI defaults (it
   logs one INFO line per reply to stderr, sent to /dev/null here);
 * ``majortomo-quiet``: the same with logging at WARNING (``-c`` config file),
-  so that its numbers are not just the cost of its logging.
+  so that its numbers are not just the cost of its logging;
+* with ``--curve``, each of our brokers measured also runs a second time as
+  ``<name>+curve``: CURVE on every socket (keys from ``mdp_zmq.glue.keygen``,
+  the workers and the load generator on the allow-list), so the same run
+  gives round trips/s with CURVE on and off.
 
 The load generator is this process: one DEALER speaking each contender's
 raw frames (MDP/0.2; majortomo's dialect; bare body for the floor), every
@@ -37,7 +41,8 @@ concurrent. Reported: medians over rounds of round trips/s, p50 and p99
 latency, the broker process's CPU time per round trip (from
 /proc/<pid>/stat), and the median of the per-round ratios to the floor.
 
-Run: ``python bench/e2e.py`` (see ``--help``).
+Run: ``python bench/e2e.py`` (see ``--help``); ``python bench/e2e.py --curve
+--contenders mdp_zmq mdp_async-trio`` for CURVE on vs off.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
+import zmq.auth
 from _common import PY, Procs, fmt_num, md_table, med, pct, pyplot, save_json, wait_line
 
 C02 = b"MDPC02"
@@ -61,6 +67,7 @@ ASYNC = {"mdp_async-trio": "trio", "mdp_async-asyncio": "asyncio"}
 METERED = "mdp_zmq-metrics"
 #: Our brokers other than the blocking one, each compared with it in the same run.
 DRIVERS = [*ASYNC, "mdp_gevent"]
+CURVE = "+curve"  # suffix of a contender run with CURVE on (--curve)
 QUIET_YAML = "logging: {handlers: {console: {level: WARNING}}, root: {level: WARNING}}\n"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -69,6 +76,43 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of process ``pid`` in seconds (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class Keys:
+    """CURVE key files for ``--curve``: the broker's, and one each for the
+    workers and the load generator (both on the broker's allow-list)."""
+
+    dir: Path
+
+    @classmethod
+    def make(cls, tmp: str) -> Keys:
+        from mdp_zmq.glue import keygen
+
+        keys = cls(Path(tmp) / "keys")
+        allow = keys.dir / "allow"
+        keygen("broker", keys.dir)
+        for name in ("worker", "load"):
+            keygen(name, keys.dir)
+            allow.mkdir(exist_ok=True)
+            (allow / f"{name}.key").write_bytes((keys.dir / f"{name}.key").read_bytes())
+        return keys
+
+    def broker_args(self) -> list[str]:
+        return ["--curve-secret", str(self.dir / "broker.key_secret"),
+                "--allow", str(self.dir / "allow")]
+
+    def peer_args(self, name: str) -> list[str]:
+        return ["--curve-secret", str(self.dir / f"{name}.key_secret"),
+                "--broker-key", str(self.dir / "broker.key")]
+
+    def secure(self, sock: zmq.Socket[bytes]) -> None:
+        """Make ``sock`` the load generator's CURVE client."""
+        public, secret = zmq.auth.load_certificate(self.dir / "load.key_secret")
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, secret or b"")
+        sock.setsockopt(zmq.CURVE_SERVERKEY,
+                        zmq.auth.load_certificate(self.dir / "broker.key")[0])
 
 
 @dataclass
@@ -100,25 +144,33 @@ def request_maker(dialect: str) -> Callable[[bytes], list[bytes]]:
     return lambda tag: [tag]
 
 
-def start(procs: Procs, name: str, tmp: str, workers: int) -> Contender:
-    """Start contender ``name``'s broker and workers; return it (not yet probed)."""
+def start(procs: Procs, name: str, tmp: str, workers: int, keys: Keys | None = None
+          ) -> Contender:
+    """Start contender ``name``'s broker and workers; return it (not yet probed).
+
+    A name ending in ``+curve`` runs that broker with CURVE (``keys``).
+    """
     port_ep = "tcp://127.0.0.1:*"
+    curve = name.endswith(CURVE)
+    secure = keys.broker_args() if curve and keys is not None else []
+    base = name.removesuffix(CURVE)
     if name in ("floor", "floor-lru"):
         lru = ["--lru"] if name == "floor-lru" else []
         b = procs.start([PY, "bench/floor_broker.py", port_ep, *lru], stdout=True)
         assert b.stdout is not None
         ep = wait_line(b.stdout, "listening ", 10).split()[1]
         dialect = "floor"
-    elif name in ("mdp_zmq", METERED):
+    elif base in ("mdp_zmq", METERED):
         extra = ["--metrics", "127.0.0.1:0"] if name == METERED else []
-        b = procs.start([PY, "-m", "mdp_zmq", "broker", "--bind", port_ep, *extra], stdout=True)
+        b = procs.start([PY, "-m", "mdp_zmq", "broker", "--bind", port_ep, *extra, *secure],
+                        stdout=True)
         assert b.stdout is not None
         url = wait_line(b.stdout, "mdp broker metrics on ", 10).split()[-1] if extra else None
         ep = wait_line(b.stdout, "mdp broker listening on ", 10).split()[-1]
         dialect = "mdp02"
-    elif name in DRIVERS:
-        argv = ([PY, "bench/gevent_broker_proc.py", port_ep] if name == "mdp_gevent" else
-                [PY, "bench/async_broker_proc.py", port_ep, "--backend", ASYNC[name]])
+    elif base in DRIVERS:
+        argv = ([PY, "bench/gevent_broker_proc.py", port_ep] if base == "mdp_gevent" else
+                [PY, "bench/async_broker_proc.py", port_ep, "--backend", ASYNC[base], *secure])
         b = procs.start(argv, stdout=True)
         assert b.stdout is not None
         ep = wait_line(b.stdout, "listening ", 10).split()[1]
@@ -137,14 +189,18 @@ def start(procs: Procs, name: str, tmp: str, workers: int) -> Contender:
     c = Contender(name, dialect, request_maker(dialect), broker_pid=b.pid)
     if name == METERED:
         c.metrics_url = url
+    worker_args = keys.peer_args("worker") if curve and keys is not None else []
     for _ in range(workers):
-        w = procs.start([PY, "bench/raw_worker.py", ep, "--dialect", dialect], stdout=True)
+        w = procs.start([PY, "bench/raw_worker.py", ep, "--dialect", dialect, *worker_args],
+                        stdout=True)
         assert w.stdout is not None
         wait_line(w.stdout, "ready", 10)
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVTIMEO, 5000)
+    if curve and keys is not None:
+        keys.secure(s)
     s.connect(ep)
     c.sock = s
     return c
@@ -311,14 +367,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--workers", type=int, default=2, help="echo workers per broker [2]")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--chart", help="write the latency/throughput PNG here")
+    p.add_argument("--curve", action="store_true",
+                   help="also run each of our brokers with CURVE on (<name>+curve)")
     a = p.parse_args(argv)
     names = list(a.contenders)
     if a.metrics:
         names = [*names, "mdp_zmq"] if "mdp_zmq" not in names else names
         names.insert(names.index("mdp_zmq") + 1, METERED)
-
+    if a.curve:
+        names += [n + CURVE for n in a.contenders if n == "mdp_zmq" or n in ASYNC]
     with Procs() as procs, tempfile.TemporaryDirectory() as tmp:
-        cs = [start(procs, name, tmp, a.workers) for name in names]
+        keys = Keys.make(tmp) if a.curve else None
+        cs = [start(procs, name, tmp, a.workers, keys) for name in names]
         for c in cs:
             probe(c, min(0.3, a.seconds))
             c.results = {"sequential": [], "concurrent": []}
@@ -394,6 +454,14 @@ def targets(cs: list[Contender]) -> dict[str, object]:
     lines: list[str] = []
     out: dict[str, object] = {"lines": lines}
     names = {c.name for c in cs}
+    # --curve: what CURVE costs each of our brokers, same run.
+    for name in sorted(n for n in names if n.endswith(CURVE)):
+        base = name.removesuffix(CURVE)
+        for mode, short in (("sequential", "seq"), ("concurrent", "con")):
+            r = paired(cs, mode, name, base)
+            out[f"{short}_{name}_vs_{base}"] = r
+            lines.append(f"{mode}: with CURVE, {base} = {r:.2f} x {base} without (for "
+                         "reference)")
     if "mdp_zmq" not in names:
         return out
 

@@ -11,7 +11,9 @@ The same loop serves every contender; only the frames differ:
 
 HEARTBEATs are answered with a HEARTBEAT (MDP dialects). ``--role victim``
 (recovery bench) prints ``busy <monotonic>`` on a request and then hangs
-until it is killed. Prints ``ready`` once READY is queued.
+until it is killed. Prints ``ready`` once READY is queued. With
+``--curve-secret FILE --broker-key FILE`` the socket is a CURVE client
+(``bench/e2e.py --curve``).
 
 Given several endpoints (MDP dialects), it holds one DEALER per broker
 and serves whichever has a request (the multi-broker topology of
@@ -29,6 +31,7 @@ import time
 from collections.abc import Callable
 
 import zmq
+import zmq.auth
 
 W02 = b"MDPW02"
 
@@ -61,12 +64,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dialect", choices=["mdp02", "majortomo", "floor"], default="mdp02")
     p.add_argument("--service", default="echo")
     p.add_argument("--role", choices=["echo", "victim"], default="echo")
+    p.add_argument("--curve-secret", help="CURVE: this worker's secret key file")
+    p.add_argument("--broker-key", help="CURVE: the broker's public key file")
     a = p.parse_args(argv)
     ctx = zmq.Context()
     socks = []
     for endpoint in a.endpoint:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if a.curve_secret:
+            public, secret = zmq.auth.load_certificate(a.curve_secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, secret or b"")
+            sock.setsockopt(zmq.CURVE_SERVERKEY, zmq.auth.load_certificate(a.broker_key)[0])
         sock.connect(endpoint)
         socks.append(sock)
     service = a.service.encode()

@@ -43,6 +43,7 @@ from ._events import (
     TimedRequestDelivered,
     WorkerLost,
     WorkerReady,
+    WorkerRefused,
 )
 from ._metrics import (
     DEFAULT_BUCKETS,
@@ -57,6 +58,7 @@ from ._metrics import (
     loss_reason,
 )
 from ._mmi import parse_mmi_stats
+from ._policy import Policy
 from ._state import RequestState, WorkerState
 from ._stats import BrokerStats, ServiceStats
 from ._worker import (
@@ -104,6 +106,7 @@ __all__ = [
     "NotCurrentRequest",
     "PartialNotSupported",
     "PartialReply",
+    "Policy",
     "ProtocolError",
     "Ready",
     "RequestAbandoned",
@@ -127,6 +130,7 @@ __all__ = [
     "WorkerMetrics",
     "WorkerMetricsSnapshot",
     "WorkerReady",
+    "WorkerRefused",
     "WorkerReply",
     "WorkerRequest",
     "WorkerState",

@@ -49,6 +49,7 @@ import itertools
 from collections import deque
 from collections.abc import Sequence
 
+from ._broker_auth import bound, refuse_caller, refuse_worker
 from ._broker_edges import (
     abandon,
     answer_mmi,
@@ -67,11 +68,8 @@ from ._broker_parts import (
     _DELIVER,
     _DISCONNECT,
     _DISPATCH,
-    _EXPIRE,
-    _EXPIRED,
     _FINAL,
     _FRAME_OVERHEAD,
-    _GONE,
     _HEARTBEAT,
     _INF,
     _LOST,
@@ -81,9 +79,6 @@ from ._broker_parts import (
     _READY,
     _REQUEST,
     _REQUEST_OVERHEAD,
-    _TIMEOUT,
-    _W_HEARTBEAT,
-    _W_PREFIX,
     BrokerConfig,
     _bytes_only,
     _disconnect_frames,
@@ -96,6 +91,7 @@ from ._broker_parts import (
     _shown,
     _Worker,
 )
+from ._broker_timers import earliest_timer, run_timers
 from ._codec import (
     C02,
     W02,
@@ -113,7 +109,6 @@ from ._events import (
     Event,
     ProtocolError,
     RequestDelivered,
-    RequestExpired,
     RequestRefused,
     TimedRequestDelivered,
     WorkerLost,
@@ -197,6 +192,10 @@ class Broker:
         self._held = 0  # bytes of the requests held, against max_queued_bytes
         self._max_held = cfg.max_queued_bytes
         self._max_frames = cfg.max_frames
+        self._policy = cfg.policy
+        # Whether messages are checked against their identity (bound()):
+        # with a policy, and once any message came with an identity.
+        self._guarded = cfg.policy is not None
         self._closed = False
 
     # ------------------------------------------------------------ output
@@ -227,17 +226,29 @@ class Broker:
 
     # ------------------------------------------------------------- input
 
-    def receive(self, peer: bytes, frames: Sequence[bytes], now: float) -> None:
+    def receive(
+        self, peer: bytes, frames: Sequence[bytes], now: float, identity: str | None = None
+    ) -> None:
         """Handle one message from ``peer`` (the ROUTER routing id), without
         the identity frame.
+
+        ``identity`` is who the transport authenticated the sender as (the
+        ``User-Id`` of a CURVE connection; None: not authenticated). A
+        worker session and a client's pending requests keep the identity
+        they started with: a message from their routing id under another
+        one is dropped (:class:`~mdp_core.ProtocolError`), the session and
+        the requests untouched. ``BrokerConfig.policy`` is judged on it.
 
         Never raises on peer input: malformed or unexpected messages are
         dropped and reported as :class:`~mdp_core.ProtocolError` (a worker
         that sends a valid but unexpected command also gets DISCONNECT). A
         message over ``BrokerConfig.max_frames`` is judged by its header
-        alone (see there).
+        alone (see there). Raises TypeError, changing nothing, for an
+        ``identity`` that is neither a str nor None.
         """
         if self._closed:
+            return
+        if (identity is not None or self._guarded) and not bound(self, peer, identity):
             return
         n = len(frames)
         if n > self._max_frames:
@@ -251,7 +262,7 @@ class Broker:
             f2 = frames[2]
             if f0 == C02:
                 if frames[1] == b"\x01" and f2 and _bytes_only(frames, 2):
-                    self._on_request(peer, Dialect.MDP02, f2, frames[3:], now)
+                    self._on_request(peer, Dialect.MDP02, f2, frames[3:], now, identity)
                     return
             elif f0 == W02 and n >= 5:
                 f1 = frames[1]
@@ -268,13 +279,13 @@ class Broker:
             self._events.append(ProtocolError(peer, f"malformed message dropped: {exc.reason}"))
             return
         if isinstance(cmd, ClientRequest):
-            self._on_request(peer, dialect, cmd.service, cmd.body, now)
+            self._on_request(peer, dialect, cmd.service, cmd.body, now, identity)
         elif isinstance(cmd, WorkerReply):
             self._on_reply(peer, dialect, cmd.client, cmd.body, cmd.final, now)
         elif isinstance(cmd, Heartbeat):
             self._on_heartbeat(peer, dialect, now)
         elif isinstance(cmd, Ready):
-            self._on_ready(peer, dialect, cmd.service, now)
+            self._on_ready(peer, dialect, cmd.service, now, identity)
         elif isinstance(cmd, Disconnect):
             self._on_disconnect(peer, dialect, now)
         elif isinstance(cmd, ClientReply):
@@ -339,67 +350,15 @@ class Broker:
 
         Safe to call early or late. Raises nothing.
         """
-        if self._closed:
-            return
-        timers = self._timers
-        rearm: list[_Worker] = []  # re-pushed after the loop: each worker runs once per tick
-        while timers and timers[0][0] <= now:
-            at, _, w = heapq.heappop(timers)
-            if w.timer_at != at or w.state is _GONE:
-                continue  # superseded entry
-            w.timer_at = _INF
-            if w.expires <= now and _EXPIRED in w.row:
-                self._end_session(
-                    w, w.row[_EXPIRED][0],
-                    f"heartbeat expired: silent for {self._expiry:g}s", False, now)
-                continue
-            if w.deadline <= now and _TIMEOUT in w.row:
-                self._end_session(
-                    w, w.row[_TIMEOUT][0],
-                    f"processing timeout ({w.service.processing_timeout:g}s) passed",
-                    True, now)
-                continue
-            if w.heartbeat_at <= now:
-                self._out.append((w.peer, [*_W_PREFIX[w.dialect], _W_HEARTBEAT[w.dialect]]))
-                w.heartbeat_at = now + self._interval
-            rearm.append(w)
-        for w in rearm:
-            self._arm(w)
-        waiting = self._waiting
-        while waiting and waiting[0].deadline <= now:
-            req = waiting.popleft()
-            if req.state is _QUEUED:
-                self._expire_queued(req)
-        requeued = self._requeued
-        while requeued and requeued[0][0] <= now:
-            req = heapq.heappop(requeued)[2]
-            if req.state is _QUEUED:
-                self._expire_queued(req)
+        if not self._closed:
+            run_timers(self, now)
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next be called, or None if no timer runs.
 
         Raises nothing.
         """
-        if self._closed:
-            return None
-        timers = self._timers
-        while timers and (timers[0][2].timer_at != timers[0][0] or timers[0][2].state is _GONE):
-            heapq.heappop(timers)
-        waiting = self._waiting
-        while waiting and waiting[0].state is not _QUEUED:
-            waiting.popleft()
-        requeued = self._requeued
-        while requeued and requeued[0][2].state is not _QUEUED:
-            heapq.heappop(requeued)
-        best = timers[0][0] if timers else None
-        for t in (
-            waiting[0].deadline if waiting else None,
-            requeued[0][0] if requeued else None,
-        ):
-            if t is not None and (best is None or t < best):
-                best = t
-        return best
+        return None if self._closed else earliest_timer(self)
 
     def stats(self) -> BrokerStats:
         """What the broker holds now, per service (:class:`~mdp_core.BrokerStats`).
@@ -422,10 +381,15 @@ class Broker:
     # ------------------------------------------------------------ clients
 
     def _on_request(
-        self, peer: bytes, dialect: Dialect, service: bytes, body: Sequence[bytes], now: float
+        self, peer: bytes, dialect: Dialect, service: bytes, body: Sequence[bytes], now: float,
+        identity: str | None,
     ) -> None:
         if service.startswith(MMI_PREFIX):
-            answer_mmi(self, peer, dialect, service, body)
+            answer_mmi(self, peer, dialect, service, body, identity)
+            return
+        policy = self._policy
+        if policy is not None and not policy._may_call(identity, service):
+            refuse_caller(self, peer, service, identity)
             return
         svc = self._services.get(service)
         if svc is None:
@@ -444,7 +408,7 @@ class Broker:
         self._held = held
         self._accepted = rid = self._accepted + 1
         req = _Request(rid, peer, svc, dialect, body, size, now,
-                       now + self.config.request_timeout, self._queued_row)
+                       now + self.config.request_timeout, self._queued_row, identity)
         requests = self._clients.get(peer)
         if requests is None:
             self._clients[peer] = {req.id: req}
@@ -471,16 +435,6 @@ class Broker:
             del self._clients[req.client]
         req.body = ()
         self._held -= req.size
-
-    def _expire_queued(self, req: _Request) -> None:
-        req.state, req.row = req.row[_EXPIRE]
-        svc = req.service
-        svc.queued -= 1
-        self._forget(req)
-        self._events.append(RequestExpired(
-            req.client, svc.name,
-            f"request_timeout ({self.config.request_timeout:g}s) passed with no worker to take it"))
-        self._maybe_drop(svc)
 
     def _maybe_drop(self, svc: _Service) -> None:
         if svc.workers == 0 and svc.queued == 0:
@@ -524,20 +478,18 @@ class Broker:
         w.timer_at = at
         heapq.heappush(self._timers, (at, next(self._seq), w))
 
-    def _arm(self, w: _Worker) -> None:
-        due = w.heartbeat_at
-        if _EXPIRED in w.row and w.expires < due:
-            due = w.expires
-        if w.deadline < due:
-            due = w.deadline
-        self._push(w, due)
-
-    def _on_ready(self, peer: bytes, dialect: Dialect, service: bytes, now: float) -> None:
+    def _on_ready(
+        self, peer: bytes, dialect: Dialect, service: bytes, now: float, identity: str | None
+    ) -> None:
         w = self._workers.get(peer)
         t = (self._new_row if w is None else w.row).get(_READY)
         if t is None or w is not None:
             unexpected(self, peer, w, dialect, "READY (a worker MUST NOT send a second READY)",
                        now)
+            return
+        policy = self._policy
+        if policy is not None and not policy._may_serve(identity, service):
+            refuse_worker(self, peer, dialect, service, identity)
             return
         svc = self._services.get(service)
         if svc is None:
@@ -549,7 +501,7 @@ class Broker:
                     peer, f"READY for {_shown(service)}: {refusal}; sent DISCONNECT"))
                 return
             svc = self._new_service(service)
-        w = _Worker(peer, svc, dialect, t[0], t[1], now, self._expiry, self._interval)
+        w = _Worker(peer, svc, dialect, t[0], t[1], now, self._expiry, self._interval, identity)
         self._workers[peer] = w
         svc.workers += 1
         self._events.append(WorkerReady(peer, service))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ._broker_parts import (
@@ -159,17 +160,22 @@ def no_new_service(b: Broker, name: bytes) -> str | None:
 
 
 def answer_mmi(
-    b: Broker, peer: bytes, dialect: Dialect, service: bytes, body: Sequence[bytes]
+    b: Broker, peer: bytes, dialect: Dialect, service: bytes, body: Sequence[bytes],
+    identity: str | None,
 ) -> None:
-    """Answer an ``mmi.*`` request at once (RFC 8; formats in ``_mmi``)."""
+    """Answer an ``mmi.*`` request at once (RFC 8; formats in ``_mmi``), about
+    the services that ``identity`` may call."""
     too_long = _too_long(b, service)
     if too_long is not None:
         b._events.append(RequestRefused(peer, service, too_long))
         return
+    policy = b.config.policy
+    visible = None if policy is None else partial(policy._may_call, identity)
     reply = mmi_reply(
         service, body, b._services,
-        (w.service.name + b" " + w.state.value.encode() for w in b._workers.values()),
-        b.stats, b.config.max_mmi_reply_bytes,
+        (w.service.name + b" " + w.state.value.encode() for w in b._workers.values()
+         if visible is None or visible(w.service.name)),
+        b.stats, b.config.max_mmi_reply_bytes, visible,
     )
     frames = _reply_frames(dialect, service, None, reply, True)
     b._out.append((peer, frames))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ._codec import C01, C02, W01, W02, Dialect
 from ._events import Event
+from ._policy import Policy
 from ._state import (
     REQUEST_TRANSITIONS,
     SESSION_TRANSITIONS,
@@ -153,8 +154,12 @@ class BrokerConfig:
     unaffected.
     ``max_mmi_reply_bytes``: size to which ``mmi.services`` and
     ``mmi.workers`` replies are cut (see :mod:`mdp_core._mmi`).
+    ``policy``: who may serve and call which service
+    (:class:`~mdp_core.Policy`, judged on the identity the driver passes
+    to ``Broker.receive``); ``None``: everyone may do everything.
 
-    Raises :class:`ValueError` for a value out of range.
+    Raises :class:`ValueError` for a value out of range, :class:`TypeError`
+    for a ``policy`` that is not a :class:`~mdp_core.Policy`.
     """
 
     heartbeat_interval: float = 2.5
@@ -171,8 +176,12 @@ class BrokerConfig:
     max_service_name: int = 255
     max_services: int = 10_000
     max_mmi_reply_bytes: int = 64 * 1024
+    policy: Policy | None = None
 
     def __post_init__(self) -> None:
+        if self.policy is not None and not isinstance(self.policy, Policy):
+            raise TypeError(f"policy must be a mdp_core.Policy or None, not "
+                            f"{type(self.policy).__name__}")
         if not self.heartbeat_interval > 0:
             raise ValueError("heartbeat_interval must be > 0")
         if self.heartbeat_liveness < 1:
@@ -213,15 +222,16 @@ class _Service:
 
 class _Worker:
     __slots__ = (
-        "deadline", "dialect", "expires", "heartbeat_at", "peer", "request", "request_prefix",
-        "row", "sent", "service", "state", "timer_at",
+        "deadline", "dialect", "expires", "heartbeat_at", "identity", "peer", "request",
+        "request_prefix", "row", "sent", "service", "state", "timer_at",
     )
 
     def __init__(
         self, peer: bytes, service: _Service, dialect: Dialect, state: WorkerState,
-        row: _SessionRow, now: float, expiry: float, interval: float,
+        row: _SessionRow, now: float, expiry: float, interval: float, identity: str | None,
     ) -> None:
         self.peer = peer
+        self.identity = identity  # authenticated when the session started (None: none)
         self.service = service
         self.dialect = dialect
         self.request_prefix = (*_W_PREFIX[dialect], _W_REQUEST[dialect])  # frames before client
@@ -238,16 +248,18 @@ class _Worker:
 class _Request:
     __slots__ = (
         "arrived", "attempts", "body", "client", "deadline", "delivered", "dialect",
-        "dispatched", "gathered", "gathered_bytes", "id", "lost_at", "row", "service", "size",
-        "state",
+        "dispatched", "gathered", "gathered_bytes", "id", "identity", "lost_at", "row",
+        "service", "size", "state",
     )
 
     def __init__(
         self, rid: int, client: bytes, service: _Service, dialect: Dialect,
         body: Sequence[bytes], size: int, now: float, deadline: float, row: _RequestRow,
+        identity: str | None,
     ) -> None:
         self.id = rid
         self.client = client
+        self.identity = identity  # the client's, authenticated (None: none)
         self.service = service
         self.dialect = dialect
         self.body = body

@@ -59,18 +59,25 @@ works out why, to end the request with one
    the deadline ``now + diagnose_timeout``. Meanwhile :attr:`Client.outstanding` still
    names the original request and :meth:`Client.request` raises
    :class:`RequestInProgress`; the answer never becomes a reply event.
-   A FINAL ``404`` ends the request with ``NO_WORKER`` (reason ``"no reply
-   after N attempts: no worker registered for 'x'"``); any other FINAL
-   (``200``, ``501``, junk) with ``NO_REPLY``. No answer by the deadline,
-   a lost connection or a failed send ends it with a further
-   ``ResetConnection`` and ``NO_REPLY``. PARTIALs are dropped with a
-   :class:`~mdp_core.ProtocolError` (MMI answers are one FINAL).
+   A FINAL ``404`` (which a broker whose policy hides the service from
+   this client answers too) leads to a second question, ``mmi.allowed``
+   for the service, with a new deadline ``now + diagnose_timeout``: a
+   FINAL ``403`` ends the request with ``REFUSED`` (reason ``"no reply
+   after N attempts: the broker does not allow this client to call
+   'x'"``); anything else, or no answer, with ``NO_WORKER`` (reason ``"no
+   reply after N attempts: no worker registered for 'x'"``). Any other
+   answer to ``mmi.service`` (``200``, ``501``, junk) ends it with
+   ``NO_REPLY``. No answer by the deadline, a lost connection or a failed
+   send ends it with a further ``ResetConnection`` and what is known so
+   far (``NO_REPLY``, or ``NO_WORKER`` after a ``404``). PARTIALs are
+   dropped with a :class:`~mdp_core.ProtocolError` (MMI answers are one
+   FINAL).
 
 (``"no reply"`` at the start of a reason reads ``"connection lost"`` or
 ``"send failed"`` when that is how the last attempt ended.)
 
 Every request therefore ends in exactly one FinalReply or RequestFailed
-(or is cancelled), within about ``(1 + retries) * timeout +
+(or is cancelled), within about ``(1 + retries) * timeout + 2 *
 diagnose_timeout`` without replies. A reply that names another service or
 arrives with no request outstanding is dropped with a
 :class:`~mdp_core.ProtocolError` (majortomo replies carry no service name
@@ -122,6 +129,7 @@ __all__ = [
 ]
 
 MMI_SERVICE = b"mmi.service"
+MMI_ALLOWED = b"mmi.allowed"
 
 # How the last attempt ended: the start of a RequestFailed reason (stable; tests match on it).
 REASON_TIMEOUT = "no reply"
@@ -197,6 +205,11 @@ class _Pending:
     sends: int = 1
     #: while the diagnosis runs: the reason so far ("no reply after N attempts")
     failure: str | None = None
+    #: the MMI service asked during the diagnosis, how long each question
+    #: may wait, and what stands if it gets no answer
+    question: bytes = MMI_SERVICE
+    question_timeout: float = 0.0
+    known: FailureCause = FailureCause.NO_REPLY
 
 
 def mmi_service_found(reply: FinalReply) -> bool:
@@ -386,14 +399,14 @@ class Client:
         if pending is None:
             self._error("reply with no request outstanding; dropped")
             return
-        expected = pending.service if pending.failure is None else MMI_SERVICE
+        expected = pending.service if pending.failure is None else pending.question
         if command.service is not None and command.service != expected:
             self._error(f"reply from service {command.service!r} to a request for "
                         f"{expected!r}; dropped")
             return
         self._rotation.answered()
         if pending.failure is not None:
-            self._diagnosed(pending, pending.failure, command)
+            self._diagnosed(pending, command, now)
         elif command.final:
             self._finish()
             self._events.append(FinalReply(pending.request_id, pending.service, command.body))
@@ -465,7 +478,7 @@ class Client:
         self._rotation.failed(now)
         if pending.failure is not None:  # the diagnosis got no answer
             self._reset()
-            self._fail(pending, FailureCause.NO_REPLY, pending.failure)
+            self._fail(pending, pending.known)
             return
         if pending.retries_left > 0:
             self._reset()
@@ -476,32 +489,43 @@ class Client:
             return
         reason = f"{how} after {pending.sends} attempt{'s' if pending.sends > 1 else ''}"
         diagnose = self.config.diagnose_timeout
+        pending.failure = reason
         if pending.reached is None:
             self._reset()
-            self._fail(pending, FailureCause.UNREACHABLE, f"{reason}: no broker reachable")
+            self._fail(pending, FailureCause.UNREACHABLE)
         elif diagnose is None or pending.service.startswith(b"mmi."):
             self._reset()
-            self._fail(pending, FailureCause.NO_REPLY, reason)
+            self._fail(pending, FailureCause.NO_REPLY)
         else:
             # Asked where a connection completed: a broker that cannot be
             # reached would turn every diagnosis into NO_REPLY.
             self._rotation.current = pending.reached
             self._reset()
-            pending.failure = reason
-            pending.deadline = now + diagnose
-            self._out.append(encode(ClientRequest(MMI_SERVICE, (pending.service,)),
-                                    self.version))
+            pending.question_timeout = diagnose
+            self._ask(pending, MMI_SERVICE, now)
 
-    def _diagnosed(self, pending: _Pending, failure: str, answer: ClientReply) -> None:
+    def _ask(self, pending: _Pending, question: bytes, now: float) -> None:
+        """Ask the broker ``question`` (an MMI service) about the failed request's service."""
+        pending.question = question
+        pending.deadline = now + pending.question_timeout
+        self._out.append(encode(ClientRequest(question, (pending.service,)), self.version))
+
+    def _diagnosed(self, pending: _Pending, answer: ClientReply, now: float) -> None:
         if not answer.final:
-            self._error("PARTIAL to the mmi.service question dropped; waiting for the FINAL")
+            self._error(f"PARTIAL to the {pending.question.decode()} question dropped; "
+                        "waiting for the FINAL")
             return
-        if answer.body == (b"404",):
-            name = pending.service.decode(errors="backslashreplace")
-            self._fail(pending, FailureCause.NO_WORKER,
-                       f"{failure}: no worker registered for '{name}'")
+        if pending.question == MMI_SERVICE:
+            if answer.body == (b"404",):
+                # A broker whose policy hides the service from this client says
+                # 404 too: ask whether it may call it at all.
+                pending.known = FailureCause.NO_WORKER
+                self._ask(pending, MMI_ALLOWED, now)
+            else:
+                self._fail(pending, FailureCause.NO_REPLY)
         else:
-            self._fail(pending, FailureCause.NO_REPLY, failure)
+            self._fail(pending, FailureCause.REFUSED if answer.body == (b"403",)
+                       else FailureCause.NO_WORKER)
 
     def _finish(self) -> None:
         """The request is over: an unsent copy must not go out (its reply would be stray)."""
@@ -509,8 +533,17 @@ class Client:
         self._out.clear()
         self._sent = []
 
-    def _fail(self, pending: _Pending, cause: FailureCause, reason: str) -> None:
+    def _fail(self, pending: _Pending, cause: FailureCause) -> None:
+        """End the request with ``cause``; the reason is ``pending.failure`` and what it means."""
         self._finish()
+        reason = pending.failure or ""
+        name = pending.service.decode(errors="backslashreplace")
+        if cause is FailureCause.UNREACHABLE:
+            reason += ": no broker reachable"
+        elif cause is FailureCause.NO_WORKER:
+            reason += f": no worker registered for '{name}'"
+        elif cause is FailureCause.REFUSED:
+            reason += f": the broker does not allow this client to call '{name}'"
         self._events.append(RequestFailed(pending.request_id, pending.service, reason, cause))
 
     def _error(self, reason: str) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "TimedRequestDelivered",
     "WorkerLost",
     "WorkerReady",
+    "WorkerRefused",
 ]
 
 Body = tuple[bytes, ...]
@@ -71,6 +72,16 @@ class WorkerReady(Event):
 @dataclass(frozen=True, slots=True)
 class WorkerLost(Event):
     """A worker session ended (``reason`` says how); it gets nothing more."""
+
+    worker: bytes
+    service: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRefused(Event):
+    """A worker may not serve ``service`` (``BrokerConfig.policy``): its READY
+    was refused and it was sent DISCONNECT; it has no session."""
 
     worker: bytes
     service: bytes
@@ -171,7 +182,8 @@ class RequestExpired(Event):
 class RequestRefused(Event):
     """A request was refused on arrival; ``reason`` names the limit (its
     service queue was full, the broker's byte budget was spent, the service
-    name was too long, too many services exist, too many frames)."""
+    name was too long, too many services exist, too many frames) or, when
+    it starts with ``"not allowed"``, the policy (``BrokerConfig.policy``)."""
 
     client: bytes
     service: bytes
@@ -248,12 +260,15 @@ class FailureCause(enum.Enum):
     broker answered, and said (``mmi.service``: 404) that no worker is
     registered for the service. ``NO_REPLY``: anything else (a worker
     exists but no reply came in time, the broker did not answer the
-    question, or nothing was asked).
+    question, or nothing was asked). ``REFUSED``: the broker said
+    (``mmi.allowed``: 403) that its policy does not let this client call
+    the service.
     """
 
     UNREACHABLE = "unreachable"
     NO_WORKER = "no worker"
     NO_REPLY = "no reply"
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,17 @@ reaches a worker. Replies (one or more frames) are:
     then one frame per service, sorted, ``b"<service> idle=I busy=B
     queued=Q in_flight=F"`` (see :class:`~mdp_core.ServiceStats`).
     :func:`parse_mmi_stats` reads it.
+``mmi.allowed`` (ours, not in RFC 8)
+    body frame 0 is a service name; ``200`` if the asking client may call
+    it (``BrokerConfig.policy``; always without a policy), else ``403``.
 anything else in ``mmi.``
     ``501``.
+
+With a policy, every answer is about the services the asking client may
+call: the others are absent from ``mmi.services``, ``mmi.workers`` and the
+service lines of ``mmi.stats`` (its totals stay the broker's), and
+``mmi.service`` answers ``404`` for them (a client does not learn of
+services it may not call; ``mmi.allowed`` tells it that it may not).
 
 The three lists are cut to ``BrokerConfig.max_mmi_reply_bytes``: entries are
 kept in sorted order while their total size stays within it, each entry
@@ -62,33 +71,42 @@ def mmi_reply(
     worker_lines: Iterable[bytes],
     stats: Callable[[], BrokerStats],
     limit: int,
+    visible: Callable[[bytes], bool] | None = None,
 ) -> tuple[bytes, ...]:
     """The reply body to an MMI request for ``service`` (raises nothing).
 
     ``worker_lines`` yields one ``b"<service> <state>"`` line per live
-    worker; it is only consumed for ``mmi.workers``, and ``stats`` only
-    called for ``mmi.stats``. ``limit`` is the size the lists are cut to
-    (see the module docstring).
+    worker the client may see; it is only consumed for ``mmi.workers``, and
+    ``stats`` only called for ``mmi.stats``. ``limit`` is the size the lists
+    are cut to (see the module docstring). ``visible(name)`` says whether
+    the asking client may call service ``name`` (None: every service).
     """
     if service == b"mmi.service":
         record = services.get(body[0])
-        return (b"200" if record is not None and record.workers > 0 else b"404",)
+        found = record is not None and record.workers > 0
+        return (b"200" if found and (visible is None or visible(body[0])) else b"404",)
     if service == b"mmi.services":
-        return _fit(sorted(s.name for s in services.values() if s.workers > 0), limit)
+        return _fit(sorted(s.name for s in services.values()
+                           if s.workers > 0 and (visible is None or visible(s.name))), limit)
     if service == b"mmi.workers":
         return _fit(sorted(worker_lines), limit)
     if service == b"mmi.stats":
-        return _stats_reply(stats(), limit)
+        return _stats_reply(stats(), limit, visible)
+    if service == b"mmi.allowed":
+        return (b"200" if visible is None or visible(body[0]) else b"403",)
     return (b"501",)
 
 
-def _stats_reply(st: BrokerStats, limit: int) -> tuple[bytes, ...]:
+def _stats_reply(
+    st: BrokerStats, limit: int, visible: Callable[[bytes], bool] | None,
+) -> tuple[bytes, ...]:
     totals = b"requests=%d workers=%d services=%d queued_bytes=%d" % (
         st.requests, st.workers, st.service_count, st.queued_bytes)
-    if not st.services:
-        return (totals,)
     lines = [b"%s idle=%d busy=%d queued=%d in_flight=%d" % (
-        s.name, s.idle, s.busy, s.queued, s.in_flight) for s in st.services]
+        s.name, s.idle, s.busy, s.queued, s.in_flight) for s in st.services
+        if visible is None or visible(s.name)]
+    if not lines:
+        return (totals,)
     return (totals, *_fit(lines, limit - len(totals) - _FRAME_OVERHEAD))
 
 

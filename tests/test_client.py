@@ -392,8 +392,24 @@ def test_mmi_list_reads_one_empty_frame_as_none() -> None:
 # ------------------------------------------------------------ why a request failed
 
 
-def mmi_question(service: bytes = SVC, version: Dialect = V02) -> list[bytes]:
-    return encode(ClientRequest(b"mmi.service", (service,)), version)
+def mmi_question(service: bytes = SVC, version: Dialect = V02, mmi: bytes = b"mmi.service"
+                 ) -> list[bytes]:
+    return encode(ClientRequest(mmi, (service,)), version)
+
+
+def allowed_question(service: bytes = SVC, version: Dialect = V02) -> list[bytes]:
+    return mmi_question(service, version, b"mmi.allowed")
+
+
+def answer_404_then(c: Client, body: bytes | None, now: float, service: bytes = SVC,
+                    version: Dialect = V02) -> None:
+    """Answer the mmi.service question 404, then the mmi.allowed one with ``body``."""
+    named = version is not Dialect.MAJORTOMO
+    c.receive(final(b"404", b"mmi.service" if named else None, version), now)
+    assert c.outgoing() == [allowed_question(service, version)]
+    assert c.events() == []
+    if body is not None:
+        c.receive(final(body, b"mmi.allowed" if named else None, version), now + 0.1)
 
 
 def failing(version: Dialect = V02, config: ClientConfig = CFG, service: bytes = SVC
@@ -427,8 +443,7 @@ def test_the_last_failure_asks_the_broker_about_the_service() -> None:
 def test_a_404_answer_fails_the_request_with_no_worker(version: Dialect) -> None:
     c, rid = failing(version)
     assert c.outgoing() == [mmi_question(version=version)]
-    service = None if version is Dialect.MAJORTOMO else b"mmi.service"
-    c.receive(final(b"404", service, version), 3.2)
+    answer_404_then(c, b"200", 3.2, version=version)
     assert c.events() == [RequestFailed(
         rid, SVC, "no reply after 3 attempts: no worker registered for 'echo'",
         FailureCause.NO_WORKER)]
@@ -436,7 +451,57 @@ def test_a_404_answer_fails_the_request_with_no_worker(version: Dialect) -> None
     assert c.request(SVC, b"next", 3.3) == rid + 1
 
 
-@pytest.mark.parametrize("body", [(b"200",), (b"501",), (b"404", b"extra"), (b"",)])
+@pytest.mark.parametrize("version", ALL)
+def test_a_403_to_the_second_question_fails_the_request_as_refused(version: Dialect) -> None:
+    c, rid = failing(version)
+    assert c.outgoing() == [mmi_question(version=version)]
+    answer_404_then(c, b"403", 3.2, version=version)
+    assert c.events() == [RequestFailed(
+        rid, SVC, "no reply after 3 attempts: the broker does not allow this client to call "
+        "'echo'", FailureCause.REFUSED)]
+    assert (c.outstanding, c.next_deadline(), c.outgoing()) == (None, None, [])
+
+
+def test_the_second_question_has_its_own_deadline() -> None:
+    c, rid = failing()
+    c.outgoing()
+    answer_404_then(c, None, 3.5)
+    assert c.next_deadline() == 4.5  # 3.5 + diagnose_timeout
+    c.receive(partial(b"403", b"mmi.allowed"), 3.6)  # MMI answers are one FINAL
+    (dropped,) = c.events()
+    assert isinstance(dropped, ProtocolError) and "mmi.allowed" in dropped.reason
+    c.receive(final(b"403", b"mmi.service"), 3.7)  # not the question asked now
+    assert [type(e) for e in c.events()] == [ProtocolError]
+    assert c.outstanding == rid
+
+
+@pytest.mark.parametrize("body", [b"200", b"501", b"junk"])
+def test_anything_but_403_to_the_second_question_leaves_no_worker(body: bytes) -> None:
+    c, rid = failing()
+    c.outgoing()
+    answer_404_then(c, body, 3.2)
+    (failed,) = c.events()
+    assert failed == RequestFailed(rid, SVC, "no reply after 3 attempts: no worker registered "
+                                   "for 'echo'", FailureCause.NO_WORKER)
+
+
+def test_no_answer_to_the_second_question_leaves_no_worker() -> None:
+    c, rid = failing()
+    c.outgoing()
+    answer_404_then(c, None, 3.2)
+    c.tick(4.2)
+    assert c.events() == [ResetConnection(), RequestFailed(
+        rid, SVC, "no reply after 3 attempts: no worker registered for 'echo'",
+        FailureCause.NO_WORKER)]
+    c2, _ = failing()
+    c2.outgoing()
+    answer_404_then(c2, None, 3.2)
+    c2.connection_lost(3.3)
+    failed = c2.events()[-1]
+    assert isinstance(failed, RequestFailed) and failed.cause is FailureCause.NO_WORKER
+
+
+@pytest.mark.parametrize("body", [(b"200",), (b"501",), (b"404", b"extra"), (b"",), (b"403",)])
 def test_any_other_answer_fails_the_request_with_no_reply(body: tuple[bytes, ...]) -> None:
     c, rid = failing()
     c.outgoing()
@@ -483,10 +548,10 @@ def test_the_answer_to_the_question_is_never_a_reply_to_the_request() -> None:
     assert [type(e) for e in errors] == [ProtocolError, ProtocolError]
     assert "'echo'" in errors[0].reason and "PARTIAL" in errors[1].reason  # type: ignore[attr-defined]
     assert c.outstanding == rid and c.next_deadline() == 4.0
-    c.receive(final(b"404", b"mmi.service"), 3.3)
+    answer_404_then(c, b"200", 3.3)
     (failed,) = c.events()
     assert isinstance(failed, RequestFailed) and failed.cause is FailureCause.NO_WORKER
-    c.receive(final(b"404", b"mmi.service"), 3.4)  # a duplicate answer is no reply either
+    c.receive(final(b"200", b"mmi.allowed"), 3.5)  # a duplicate answer is no reply either
     (dropped,) = c.events()
     assert isinstance(dropped, ProtocolError)
 
@@ -588,7 +653,8 @@ def test_the_reason_says_how_the_last_attempt_ended() -> None:
     c.outgoing()
     c.connection_lost(0.4)
     c.events()
-    c.receive(final(b"404", b"mmi.service"), 0.5)
+    assert c.outgoing() == [mmi_question()]
+    answer_404_then(c, b"200", 0.5)
     assert c.events() == [RequestFailed(
         rid, SVC, "connection lost after 2 attempts: no worker registered for 'echo'",
         FailureCause.NO_WORKER)]
@@ -596,7 +662,8 @@ def test_the_reason_says_how_the_last_attempt_ended() -> None:
 
 def test_a_service_name_that_is_not_utf8_is_shown_escaped() -> None:
     c, rid = failing(service=b"\xff\xfe")
-    c.receive(final(b"404", b"mmi.service"), 3.1)
+    c.outgoing()
+    answer_404_then(c, b"200", 3.1, service=b"\xff\xfe")
     (failed,) = c.events()
     assert failed == RequestFailed(rid, b"\xff\xfe",
                                    "no reply after 3 attempts: no worker registered for "
@@ -605,7 +672,8 @@ def test_a_service_name_that_is_not_utf8_is_shown_escaped() -> None:
 
 def test_the_failure_cause_values_are_stable() -> None:
     assert {cause.name: cause.value for cause in FailureCause} == {
-        "UNREACHABLE": "unreachable", "NO_WORKER": "no worker", "NO_REPLY": "no reply"}
+        "UNREACHABLE": "unreachable", "NO_WORKER": "no worker", "NO_REPLY": "no reply",
+        "REFUSED": "refused"}
 
 
 # ------------------------------------------------------------ cancel
@@ -666,7 +734,7 @@ def test_failed_sends_count_as_attempts() -> None:
         c.send_failed(tuple(frames), t)  # a copy of the frames is recognised too
     assert c.events() == [ResetConnection()] * 3
     assert c.outgoing() == [mmi_question()]
-    c.receive(final(b"404", b"mmi.service"), 0.4)
+    answer_404_then(c, b"200", 0.4)
     assert c.events() == [RequestFailed(
         rid, SVC, "send failed after 3 attempts: no worker registered for 'echo'",
         FailureCause.NO_WORKER)]

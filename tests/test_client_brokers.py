@@ -260,6 +260,11 @@ def test_the_question_goes_to_the_last_broker_reached(
     (question,) = c.outgoing()
     assert decode(question, from_broker=False)[1] == ClientRequest(b"mmi.service", (SVC,))
     c.receive(final(answer_body, b"mmi.service"), now + 0.1)
+    if answer_body == b"404":  # the second question goes to the same broker
+        assert c.events() == [] and c.broker == reached
+        (question,) = c.outgoing()
+        assert decode(question, from_broker=False)[1] == ClientRequest(b"mmi.allowed", (SVC,))
+        c.receive(final(b"200", b"mmi.allowed"), now + 0.2)
     (failed,) = c.events()
     assert isinstance(failed, RequestFailed)
     assert (failed.request_id, failed.cause) == (rid, cause)

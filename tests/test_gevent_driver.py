@@ -37,6 +37,7 @@ from mdp_core import (
     ClientConfig,
     EmptyBody,
     FailureCause,
+    Policy,
     RequestAbandoned,
     RequestExpired,
     RequestRequeued,
@@ -570,3 +571,26 @@ def test_a_drop_seen_while_idle_moves_the_next_request_to_the_other_broker() -> 
         # Told to the core before the request: it goes to the second broker
         # at once, and its one attempt is answered there.
         assert client.request("echo", b"moved") == [b"moved"]
+
+
+def test_a_secured_broker_is_refused_before_it_binds() -> None:
+    from mdp_zmq import TransportConfig
+    from mdp_zmq.glue import Security
+
+    public, secret = zmq.curve_keypair()
+    peer, _ = zmq.curve_keypair()
+    endpoint = free_tcp_endpoint()
+    secured = TransportConfig(security=Security(public, secret, allowed={peer: "peer"}))
+    with pytest.raises(ValueError, match="no CURVE support"):
+        Broker(endpoint, transport=secured)
+    Broker(endpoint).close()  # nothing was bound
+
+
+def test_a_client_the_policy_refuses_learns_it_from_its_second_question() -> None:
+    # Without CURVE every peer is unauthenticated: only "*" would be let in.
+    broker = Broker("tcp://127.0.0.1:*", BrokerConfig(policy=Policy(call={"secret": ["admin"]})))
+    config = ClientConfig(timeout=0.3, retries=0, diagnose_timeout=10.0)
+    with broker, Client(broker.endpoint, config) as client, \
+            pytest.raises(mdp_gevent.RequestTimeout) as refused:
+        client.request("secret", b"x")
+    assert refused.value.cause is FailureCause.REFUSED

@@ -26,6 +26,7 @@ from mdp_core import (
     Client,
     ClientConfig,
     ClientReply,
+    ClientRequest,
     Dialect,
     Disconnect,
     Disconnected,
@@ -152,9 +153,9 @@ def test_worker_keeps_its_promises_under_random_calls(
 client_ops = st.lists(st.one_of(
     st.tuples(st.just("request"), st.sampled_from([b"a", b"b", b"mmi.service"])),
     st.tuples(st.just("reply"), st.sampled_from([b"a", b"b"]), st.just(b"r"), st.booleans()),
-    # what the broker answers to mmi.service (and the client's own question)
-    st.tuples(st.just("reply"), st.just(b"mmi.service"), st.sampled_from([b"404", b"200"]),
-              st.booleans()),
+    # what the broker answers to the client's own questions (mmi.service, then mmi.allowed)
+    st.tuples(st.just("reply"), st.sampled_from([b"mmi.service", b"mmi.allowed"]),
+              st.sampled_from([b"404", b"200", b"403"]), st.booleans()),
     st.tuples(st.just("tick"), st.sampled_from([0.0, 0.3, 0.5, 1.0, 2.0])),
     st.tuples(st.sampled_from(["lost", "connected", "cancel"])),
     st.tuples(st.just("send_failed"), st.booleans(), st.booleans()),
@@ -176,6 +177,7 @@ def test_client_ends_every_request_exactly_once_under_random_calls(
     ended: dict[int, int] = {}
     cancelled: set[int] = set()
     heard: set[int] = set()  # requests during which a connection or a message was reported
+    asked_allowed: set[int] = set()  # requests whose diagnosis got a 404, so asked mmi.allowed
     last_out: list[list[bytes]] = []
 
     for op in ops:
@@ -216,6 +218,10 @@ def test_client_ends_every_request_exactly_once_under_random_calls(
             c.send_failed(tuple(frames) if copy else frames, now)
         events = c.events()
         last_out = c.outgoing()
+        if c.outstanding is not None and encode(ClientRequest(
+                b"mmi.allowed", (issued[c.outstanding],)), version) in last_out:
+            assert delivered is not None and delivered[1:] == (b"404", True)
+            asked_allowed.add(c.outstanding)
         if kind == "cancel":  # a cancel is no broker's failure: the socket is for the same one
             assert events == ([] if outstanding is None else [ResetConnection(c.broker)])
         resets = [e.broker for e in events if isinstance(e, ResetConnection)]
@@ -240,11 +246,14 @@ def test_client_ends_every_request_exactly_once_under_random_calls(
                     assert e.request_id not in heard
                 elif e.cause is FailureCause.NO_WORKER:
                     assert not e.service.startswith(b"mmi.")
-                    assert delivered is not None and delivered[1:] == (b"404", True)
+                    assert e.request_id in asked_allowed
+                elif e.cause is FailureCause.REFUSED:
+                    assert e.request_id in asked_allowed
+                    assert delivered is not None and delivered[1:] == (b"403", True)
         assert all(count == 1 for count in ended.values())
     diagnose = CCFG.diagnose_timeout
     assert diagnose is not None
-    limit = now + CCFG.timeout * (CCFG.retries + 1) + diagnose  # no request outlives this
+    limit = now + CCFG.timeout * (CCFG.retries + 1) + 2 * diagnose  # no request outlives this
     while (deadline := c.next_deadline()) is not None:
         assert deadline <= limit
         c.tick(deadline)

@@ -7,7 +7,8 @@ a *monitor* task reads the ROUTER's monitor into the
 connection is gone. Dead peers are found in the same layers as by the
 blocking broker: monitor DISCONNECTED + ``zmq.SRCFD``, ZMTP heartbeats
 (which end in the same DISCONNECTED), ``ROUTER_MANDATORY`` (EHOSTUNREACH
-on send), then the core's own MDP heartbeats.
+on send), then the core's own MDP heartbeats. With CURVE
+(``TransportConfig.security``) a third task answers the ZAP handler.
 """
 
 from __future__ import annotations
@@ -22,13 +23,26 @@ import zmq
 from anyio.abc import TaskStatus
 from anyio.lowlevel import EventLoopToken
 from mdp_zmq.engine import EngineViews, RouterEngine
-from mdp_zmq.glue import MonitorEvent, TransportConfig, make_router
+from mdp_zmq.glue import (
+    MonitorEvent,
+    TransportConfig,
+    broker_context,
+    make_router,
+    start_zap,
+)
 
 import mdp_core
 from mdp_core import Event
 
 from ._background import Background, plain_interrupt
-from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
+from ._pump import (
+    Pump,
+    close_monitor_socket,
+    close_socket,
+    make_pump,
+    watch_monitor,
+    watch_readable,
+)
 
 __all__ = ["Broker"]
 
@@ -52,8 +66,17 @@ class Broker(Background, EngineViews):
     it raises is logged and ignored. ``metrics`` (a
     :class:`mdp_core.BrokerMetrics`) is fed every core event in the pump's
     turn and makes the core time each request; read it with
-    :meth:`metrics_snapshot`. Raises ``zmq.ZMQError`` if an endpoint cannot
-    be bound, ValueError if there is none.
+    :meth:`metrics_snapshot`.
+
+    With ``transport.security`` (a broker's :class:`~mdp_zmq.glue.Security`)
+    every connection is CURVE: keys not in its allow-list are refused at
+    the handshake (logged, rate-limited), and each message reaches the
+    core with its sender's identity. The ZAP handler is bound in the
+    broker's context, which is then a new one unless ``context`` is given
+    (one secured broker per context), terminated when the broker stops.
+
+    Raises ``zmq.ZMQError`` if an endpoint cannot be bound (or a ZAP
+    handler is already bound in ``context``), ValueError if there is none.
     """
 
     def __init__(
@@ -72,12 +95,23 @@ class Broker(Background, EngineViews):
         self.metrics = metrics
         self._token: EventLoopToken | None = None  # while serving: the loop to ask
         self.transport = transport if transport is not None else TransportConfig()
-        self.context = context if context is not None else zmq.Context.instance()
-        self._router, self._monitor, self.endpoints = make_router(
-            self.context, endpoints, self.transport)
+        self.context, self._own_context = broker_context(context, self.transport)
+        try:
+            self._zap = start_zap(self.context, self.transport)
+            try:
+                self._router, self._monitor, self.endpoints = make_router(
+                    self.context, endpoints, self.transport, zap=self._zap)
+            except BaseException:
+                if self._zap is not None:
+                    self._zap.close()
+                raise
+        except BaseException:
+            if self._own_context:
+                self.context.term()
+            raise
         self.engine = RouterEngine(self.core, self._router, self._monitor, self.transport,
                                    log=log, clock=anyio.current_time, on_event=on_event,
-                                   metrics=metrics)
+                                   metrics=metrics, zap=self._zap)
         self._pump: Pump | None = None  # made in serve(): it needs the running loop
         self._served = False
 
@@ -99,6 +133,8 @@ class Broker(Background, EngineViews):
             with plain_interrupt():
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(watch_monitor, self._monitor, self._on_monitor)
+                    if self._zap is not None:
+                        tg.start_soon(watch_readable, self._zap.socket, self.engine.zap_ready)
                     task_status.started()
                     await self._pump.run(self._turn)
         finally:
@@ -145,4 +181,12 @@ class Broker(Background, EngineViews):
         finally:
             close_monitor_socket(router, self._monitor)
             close_socket(router, self._pump, self.transport.linger)
+            zap = self._zap
+            if zap is not None and not zap.socket.closed:
+                # After the ROUTER, so no handshake is left unchecked; its
+                # watcher is woken before the fd goes.
+                anyio.notify_closing(zap.socket.get(zmq.FD))  # type: ignore[arg-type]
+                zap.close()
+            if self._own_context:
+                self.context.term()
             log.info("broker stopped")

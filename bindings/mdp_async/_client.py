@@ -329,6 +329,10 @@ class _Pair:
         assert self.pump is not None
         if out or self._reset:
             self.pump.stop(out)
+        elif self._flush():
+            # What a reply made the core queue (the diagnosis' second
+            # question) went out here; a send that failed has news.
+            self.pump.wake()
         return True, core.next_deadline()
 
     def _read(self, now: float) -> None:
@@ -343,11 +347,12 @@ class _Pair:
             if not int(sock.get(_EVENTS)) & _POLLIN:
                 return
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Send what the core queued; True if a send failed (reported to it)."""
         assert self.sock is not None
         # A refused send ends the attempt: the core resets and resends (or
         # fails it), which the next turn acts on.
-        flush_dealer(self.sock, self.core, anyio.current_time())
+        return not flush_dealer(self.sock, self.core, anyio.current_time())
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
         kinds = {ev.event for ev in events}

@@ -32,7 +32,8 @@ from mdp_zmq.glue import MonitorEvent, close_monitor, drain_monitor
 if TYPE_CHECKING:
     import trio
 
-__all__ = ["Pump", "Turn", "close_monitor_socket", "close_socket", "make_pump", "watch_monitor"]
+__all__ = ["Pump", "Turn", "close_monitor_socket", "close_socket", "make_pump", "watch_monitor",
+           "watch_readable"]
 
 #: A driver's turn: ``turn(now) -> (drained, deadline)``. ``drained`` is
 #: False if it stopped reading with messages left (it is called again
@@ -281,6 +282,26 @@ async def watch_monitor(
             events = drain_monitor(mon)
             if events:
                 on_events(events)
+            continue
+        try:
+            await anyio.wait_readable(fd)
+        except anyio.ClosedResourceError:
+            return
+
+
+async def watch_readable(sock: zmq.Socket[bytes], on_readable: Callable[[], object]) -> None:
+    """Call ``on_readable()`` whenever ``sock`` has messages, forever.
+
+    ``on_readable`` reads what is waiting (a batch at most: this asks
+    ``EVENTS`` again before it waits). The only task waiting on ``sock``'s
+    fd; returns when ``sock`` is closed (by :func:`close_socket` from
+    another task).
+    """
+    fd: int = sock.get(zmq.FD)  # type: ignore[assignment]
+    while not sock.closed:
+        if int(sock.get(_EVENTS)) & _POLLIN:
+            on_readable()
+            await anyio.lowlevel.checkpoint()  # a flood of handshakes must not starve the pump
             continue
         try:
             await anyio.wait_readable(fd)

@@ -61,6 +61,8 @@ class Broker(EngineViews, Service):
     turn and makes the core time each request; read it with
     :meth:`metrics_snapshot`, from any thread. Raises ``zmq.ZMQError`` if an
     endpoint cannot be bound, ValueError if there is none or one is empty,
+    or if ``transport.security`` is set (this driver does not run a ZAP
+    handler yet: a secured broker is ``mdp_zmq``'s or ``mdp_async``'s),
     TypeError if one is not a str or ``context`` is not green.
     """
 
@@ -81,11 +83,17 @@ class Broker(EngineViews, Service):
         elif not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
             raise TypeError("endpoints must be a str or a sequence of str, not "
                             f"{type(endpoints).__name__}")
+        transport = transport if transport is not None else TransportConfig()
+        if transport.security is not None:
+            # libzmq lets every CURVE key in while no ZAP handler is bound:
+            # refuse rather than serve a broker that only looks secured.
+            raise ValueError("mdp_gevent.Broker has no CURVE support yet (transport.security): "
+                             "run a secured broker with mdp_zmq or mdp_async")
         self.core = mdp_core.Broker(config, timed=metrics is not None)
         self.metrics = metrics
         self._done = False  # shut down: the hub's thread no longer uses the core
         self._thread: int | None = None  # the serving hub's thread
-        self.transport = transport if transport is not None else TransportConfig()
+        self.transport = transport
         self.context = green_context(context)
         self._router, self._monitor, self.endpoints = make_router(
             self.context, endpoints, self.transport)

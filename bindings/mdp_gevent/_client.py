@@ -312,6 +312,10 @@ class _Pair:
                 log.debug("dropped: %s", event.reason)
         if out or self._reset:
             self.pump.stop(out)
+        elif not engine.flush(now):
+            # What a reply made the core queue (the diagnosis' second
+            # question) went out here; a send that was refused has news.
+            self.pump.wake()
         return drained, core.next_deadline()
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:

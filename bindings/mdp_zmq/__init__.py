@@ -12,7 +12,7 @@ from mdp_core import BrokerConfig, ClientConfig, Dialect, WorkerConfig
 from ._broker import Broker
 from ._client import Client, MdpZmqError, RequestTimeout
 from ._worker import Handler, Reply, Worker
-from .glue import ConnectionTracker, HandlerError, TransportConfig
+from .glue import ConnectionTracker, HandlerError, Security, TransportConfig
 
 __all__ = [
     "Broker",
@@ -26,6 +26,7 @@ __all__ = [
     "MdpZmqError",
     "Reply",
     "RequestTimeout",
+    "Security",
     "TransportConfig",
     "Worker",
     "WorkerConfig",

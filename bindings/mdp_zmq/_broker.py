@@ -6,7 +6,8 @@ asks for (``next_deadline()``), feeds the core, sends what it queued and
 reports its events. Dead peers are found in layers (DESIGN.md): monitor
 DISCONNECTED + ``zmq.SRCFD`` through :class:`ConnectionTracker`, ZMTP
 heartbeats (which end in the same DISCONNECTED), ``ROUTER_MANDATORY``
-(EHOSTUNREACH on send), then the core's own MDP heartbeats.
+(EHOSTUNREACH on send), then the core's own MDP heartbeats. With CURVE
+(``TransportConfig.security``) the loop also answers the ZAP handler.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from ._runner import Runner
 from .engine import EngineViews, RouterEngine
 from .glue import (
     TransportConfig,
+    broker_context,
     close_monitor,
     make_router,
+    start_zap,
     timeout_ms,
 )
 
@@ -53,9 +56,19 @@ class Broker(Runner, EngineViews):
     :class:`mdp_core.BrokerMetrics`) is fed every core event, in the
     broker's thread, and makes the core time each request
     (``Broker(timed=True)``); read it with :meth:`metrics_snapshot`. The turn between two polls
-    is :class:`~mdp_zmq.engine.RouterEngine`'s, as in every driver. Raises
-    ``zmq.ZMQError`` if an endpoint cannot be bound, ValueError if there is
-    none or one is empty, TypeError if one is not a str.
+    is :class:`~mdp_zmq.engine.RouterEngine`'s, as in every driver.
+
+    With ``transport.security`` (a broker's :class:`~mdp_zmq.glue.Security`)
+    every connection is CURVE: keys not in its allow-list are refused at
+    the handshake (logged, rate-limited), and each message reaches the
+    core with its sender's identity. The ZAP handler is bound in the
+    broker's context, which is then a new one unless ``context`` is given
+    (one secured broker per context); the broker terminates a context it
+    made when it stops.
+
+    Raises ``zmq.ZMQError`` if an endpoint cannot be bound (or a ZAP
+    handler is already bound in ``context``), ValueError if there is no
+    endpoint or one is empty, TypeError if one is not a str.
     """
 
     _name = "broker"
@@ -84,13 +97,24 @@ class Broker(Runner, EngineViews):
         self._asks: list[Future[mdp_core.MetricsSnapshot]] | None = []
         self._loop_ident: int | None = None
         self.transport = transport if transport is not None else TransportConfig()
-        self.context = context if context is not None else zmq.Context.instance()
+        self.context, self._own_context = broker_context(context, self.transport)
         self.clock = clock
-        self._router, self._monitor, self.endpoints = make_router(
-            self.context, endpoints, self.transport
-        )
+        try:
+            self._zap = start_zap(self.context, self.transport)
+            try:
+                self._router, self._monitor, self.endpoints = make_router(
+                    self.context, endpoints, self.transport, zap=self._zap)
+            except BaseException:
+                if self._zap is not None:
+                    self._zap.close()
+                raise
+        except BaseException:
+            if self._own_context:
+                self.context.term()
+            raise
         self.engine = RouterEngine(self.core, self._router, self._monitor, self.transport,
-                                   log=log, clock=clock, on_event=on_event, metrics=metrics)
+                                   log=log, clock=clock, on_event=on_event, metrics=metrics,
+                                   zap=self._zap)
         super().__init__()  # after the bind: nothing to release if it fails
 
     # --------------------------------------------------------------- public
@@ -146,6 +170,9 @@ class Broker(Runner, EngineViews):
         # without its per-call argument handling and the dict built from its
         # result. With one request in flight the loop turns once per message.
         items: list[tuple[Any, int]] = [(router, _POLLIN), (monitor, _POLLIN), (waker, _POLLIN)]
+        zap = self._zap.socket if self._zap is not None else None
+        if zap is not None:
+            items.append((zap, _POLLIN))
         poll = zmq.zmq_poll
         self._loop_ident = threading.get_ident()
         while not self._closing:
@@ -158,6 +185,8 @@ class Broker(Runner, EngineViews):
                     router_ready = True
                 elif item is monitor:
                     monitor_ready = True
+                elif item is zap:
+                    engine.zap_ready()
                 else:
                     woken = True
             if monitor_ready:
@@ -179,5 +208,9 @@ class Broker(Runner, EngineViews):
             close_monitor(self._router, self._monitor)
             self._router.close()  # LINGER from TransportConfig bounds this
             self._answer_asks(final=True)
+            if self._zap is not None:
+                self._zap.close()  # after the ROUTER: no handshake is left unchecked
+            if self._own_context:
+                self.context.term()
             self._waker.close()
             log.info("broker stopped")

@@ -49,6 +49,7 @@ _INFO = {"WorkerReady", "WorkerLost", "RequestRequeued", "RequestRedispatched", 
          "Disconnected"}
 _WARNING = {
     "ProtocolError", "RequestExpired", "RequestRefused", "RequestFailed", "RequestUndelivered",
+    "WorkerRefused",
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``mdp`` command: broker, worker, call, services, status, demo.
+"""The ``mdp`` command: broker, worker, call, services, status, demo, keygen.
 
 ``-v`` logs lifecycle events (INFO: workers registered or lost, requests
 re-dispatched, reconnects); ``-vv`` adds one line per message (DEBUG); it
@@ -12,9 +12,16 @@ services`` and ``mdp call mmi.*`` merge their answers); the broker binds
 ``--bind``, else ``$MDP_BIND``, else ``$MDP_ENDPOINT``, else the same
 default.
 
+CURVE (docs/security.md): ``mdp keygen NAME`` writes a key pair; the
+broker takes ``--curve-secret FILE --allow DIR`` (and ``--policy FILE``),
+workers and clients ``--curve-secret FILE --broker-key FILE``. A key file
+that is missing, unreadable, or a secret key that other users may read,
+is a usage error.
+
 Exit status: 0 on success, 1 for a failure at run time (no reply, cannot
-bind, ...), 2 for a usage error (a bad argument or environment variable),
-130 when interrupted. Every error is one line on stderr, never a traceback.
+bind, ...), 2 for a usage error (a bad argument, environment variable or
+key file), 130 when interrupted. Every error is one line on stderr, never
+a traceback.
 """
 
 from __future__ import annotations
@@ -22,10 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
-import math
 import os
-import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -38,13 +42,38 @@ import mdp_core
 from mdp_core import Dialect, FailureCause
 
 from . import _drivers
+from ._cli_base import (
+    DEFAULT_ENDPOINT,
+    CliError,
+    bind_endpoint,
+    connect_endpoint,
+    connect_endpoints,
+    connect_to,
+    env_endpoint,
+    exec_command,
+    metrics_address,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    service_name,
+    worker_service,
+)
+from ._cli_security import (
+    add_curve_flags,
+    cmd_keygen,
+    curve_hint,
+    policy_config,
+    security_config,
+)
 from ._client import Client, MdpZmqError, RequestTimeout
 from ._worker import Handler
-from .glue import HandlerError, JsonFormatter, TransportConfig, normalize_endpoint, parse_host_port
+from .glue import HandlerError, JsonFormatter, TransportConfig
 
-__all__ = ["CliError", "CommandFailed", "build_parser", "log_handler", "log_level", "main"]
+# The argparse types live in _cli_base; these two stay importable from here.
+__all__ = ["CliError", "CommandFailed", "bind_endpoint", "build_parser", "connect_endpoint",
+           "log_handler", "log_level", "main"]
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 _VERSIONS = {"0.1": Dialect.MDP01, "0.2": Dialect.MDP02}
 #: Longest piece of a command's stderr line copied into one log line.
 _CLIP = 200
@@ -53,189 +82,11 @@ _LOG_FORMATS = ("text", "json")
 log = logging.getLogger("mdp_zmq.cli")
 
 
-class CliError(Exception):
-    """A user error reported as one line on stderr; ``status`` is the exit status
-    (2: usage, 1: run time)."""
-
-    def __init__(self, message: str, status: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class CommandFailed(HandlerError):
     """An ``--exec`` command failed on one request, which is then abandoned.
 
     The message is one line: how the command ended and its last stderr line.
     """
-
-
-# ------------------------------------------------------------------ argument types
-
-
-def _number(text: str, kind: type[float] | type[int]) -> float:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{'an integer' if kind is int else 'a number'} expected, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"a finite number expected, got {text!r}")
-    return value
-
-
-def _at_least(value: float, text: str, *, positive: bool) -> None:
-    if positive and not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0; raises ArgumentTypeError otherwise."""
-    value = _number(text, float)
-    _at_least(value, text, positive=True)
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0; raises ArgumentTypeError otherwise."""
-    value = _number(text, float)
-    _at_least(value, text, positive=False)
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0; raises ArgumentTypeError otherwise."""
-    value = int(_number(text, int))
-    _at_least(value, text, positive=True)
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0; raises ArgumentTypeError otherwise."""
-    value = int(_number(text, int))
-    _at_least(value, text, positive=False)
-    return value
-
-
-def _endpoint(text: str, *, bind: bool) -> str:
-    if "," in text:  # only a list of brokers to connect to has commas
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: one endpoint expected here, not a comma-separated list")
-    try:
-        endpoint = normalize_endpoint(text, bind=bind)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    try:
-        endpoint.encode()
-    except UnicodeEncodeError:  # bytes the shell passed that pyzmq cannot take
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid UTF-8") from None
-    scheme, _, address = endpoint.partition("://")
-    if scheme == "tcp":
-        host, colon, port = address.rpartition(":")
-        if not colon or not host:
-            raise argparse.ArgumentTypeError(f"{endpoint!r}: a tcp endpoint is tcp://HOST:PORT")
-        # libzmq accepts a port above 65535 and listens on another one, and
-        # "*" or 0 mean a random port: refused, but for "*" when binding.
-        valid = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
-        if not (valid or (bind and port == "*")):
-            allowed = "1-65535 or * (a free port)" if bind else "1-65535"
-            raise argparse.ArgumentTypeError(f"{endpoint!r}: the port must be {allowed}")
-    elif scheme == "ipc" and not address:
-        raise argparse.ArgumentTypeError(f"{endpoint!r}: an ipc endpoint needs a path")
-    return endpoint
-
-
-def connect_endpoints(text: str) -> list[str]:
-    """argparse type: one endpoint to connect to, or several separated by commas
-    (``a:5555,b:5555``), each as :func:`connect_endpoint` takes it; none twice.
-    Raises ArgumentTypeError."""
-    endpoints = [_endpoint(item, bind=False) for item in text.split(",")]
-    for i, endpoint in enumerate(endpoints):
-        if endpoint in endpoints[:i]:
-            raise argparse.ArgumentTypeError(f"{endpoint!r} is given twice")
-    return endpoints
-
-
-def bind_endpoint(text: str) -> str:
-    """argparse type: an endpoint to bind (``5555``, ``host:port``, ``tcp://*:*``,
-    ``ipc://path``); returns it in ZeroMQ form, raises ArgumentTypeError."""
-    return _endpoint(text, bind=True)
-
-
-def connect_endpoint(text: str) -> str:
-    """argparse type: an endpoint to connect to; like :func:`bind_endpoint`
-    but a port is required."""
-    return _endpoint(text, bind=False)
-
-
-def metrics_address(text: str) -> str:
-    """argparse type: ``HOST:PORT`` for a metrics endpoint (port 0: a free one)."""
-    try:
-        parse_host_port(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def service_name(text: str) -> bytes:
-    """argparse type: a non-empty service name, as the bytes the shell passed
-    (``os.fsencode``: bytes that are not UTF-8 are kept as they are)."""
-    if not text:
-        raise argparse.ArgumentTypeError("a service name cannot be empty")
-    return os.fsencode(text)
-
-
-def worker_service(text: str) -> bytes:
-    """argparse type: :func:`service_name`, outside the ``mmi.`` namespace."""
-    name = service_name(text)
-    # RFC 8: the broker answers every mmi.* service itself; a worker for one
-    # would never get a request (and the broker refuses its READY).
-    if name.startswith(b"mmi."):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: mmi.* services are answered by the broker (RFC 8); "
-            "a worker cannot serve them")
-    return name
-
-
-def exec_command(text: str) -> list[str]:
-    """argparse type: a command line split like a shell does (no shell runs);
-    its program must be found (``shutil.which``). Raises ArgumentTypeError."""
-    try:
-        argv = shlex.split(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"cannot split {text!r}: {exc}") from None
-    if not argv:
-        raise argparse.ArgumentTypeError("the command is empty")
-    if shutil.which(argv[0]) is None:
-        raise argparse.ArgumentTypeError(f"{argv[0]!r}: no such executable on PATH")
-    return argv
-
-
-def _env_endpoint(names: Sequence[str], *, bind: bool) -> str | None:
-    """The endpoint in the first of ``names`` that is set (even if empty)."""
-    for name in names:
-        value = os.environ.get(name)
-        if value is not None:
-            try:
-                return _endpoint(value, bind=bind)
-            except argparse.ArgumentTypeError as exc:
-                raise CliError(f"${name}: {exc}") from None
-    return None
-
-
-def _connect_to(args: argparse.Namespace) -> list[str]:
-    """The brokers to connect to: ``--connect``, else ``$MDP_ENDPOINT``, else the default."""
-    if args.connect:
-        given: list[str] = args.connect
-        return given
-    value = os.environ.get("MDP_ENDPOINT")
-    if value is None:
-        return [DEFAULT_ENDPOINT]
-    try:
-        return connect_endpoints(value)
-    except argparse.ArgumentTypeError as exc:
-        raise CliError(f"$MDP_ENDPOINT: {exc}") from None
 
 
 # ------------------------------------------------------------------ configs
@@ -246,12 +97,15 @@ def broker_config(args: argparse.Namespace) -> mdp_core.BrokerConfig:
     names = ("heartbeat_interval", "request_timeout", "processing_timeout", "max_attempts",
              "max_queue", "max_queued_bytes")
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    policy = policy_config(args)
+    if policy is not None:
+        given["policy"] = policy
     return mdp_core.BrokerConfig(**given)
 
 
 def transport_config(args: argparse.Namespace) -> TransportConfig:
     """The TransportConfig of the ``--zmtp-*`` flags (and ``--max-message-bytes``)."""
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"security": security_config(args)}
     if getattr(args, "max_message_bytes", None) is not None:
         extra["max_message_bytes"] = args.max_message_bytes
     zmtp = args.zmtp_heartbeat
@@ -277,7 +131,7 @@ def _driver(args: argparse.Namespace) -> ModuleType:
 def cmd_broker(args: argparse.Namespace) -> int:
     """Run a broker until SIGINT/SIGTERM."""
     endpoints = args.bind or [
-        _env_endpoint(("MDP_BIND", "MDP_ENDPOINT"), bind=True) or DEFAULT_ENDPOINT]
+        env_endpoint(("MDP_BIND", "MDP_ENDPOINT"), bind=True) or DEFAULT_ENDPOINT]
     config, transport = broker_config(args), transport_config(args)
     module = _driver(args)
     exposition = _metrics() if args.metrics else None
@@ -286,6 +140,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
         broker = module.Broker(endpoints, config, transport=transport, metrics=metrics)
     except zmq.ZMQError as exc:
         raise CliError(f"cannot bind {' '.join(endpoints)}: {exc}", status=1) from None
+    except ValueError as exc:  # what this driver cannot do (gevent: CURVE)
+        raise CliError(f"--driver {args.driver}: {exc}") from None
     server = None
     if exposition is not None:
         try:
@@ -295,6 +151,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
             raise
         print(f"mdp broker metrics on {server.url}", flush=True)
     print("mdp broker listening on " + " ".join(broker.endpoints), flush=True)
+    if transport.security is not None:
+        names = sorted(transport.security.allowed.values())
+        print(f"mdp broker: CURVE on; {len(names)} key(s) allowed: {', '.join(names)}",
+              flush=True)
     try:
         _drivers.serve(args.driver, broker)
     finally:
@@ -386,7 +246,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         server = _serve_metrics(_metrics().WorkerCollector(metrics.snapshot), args)
         print(f"mdp worker metrics on {server.url}", flush=True)
     try:
-        worker = module.Worker(_connect_to(args), args.service, handler,
+        worker = module.Worker(connect_to(args), args.service, handler,
                                mdp_core.WorkerConfig(**given), _VERSIONS[args.mdp],
                                concurrency=args.concurrency, transport=transport_config(args),
                                metrics=metrics, **extra)
@@ -423,7 +283,7 @@ def _ask_every_broker(args: argparse.Namespace, service: bytes, body: list[bytes
     """
     config = mdp_core.ClientConfig(timeout=args.timeout, retries=args.retries)
     module, answers, failures = _driver(args), [], []
-    for endpoint in _connect_to(args):
+    for endpoint in connect_to(args):
         client = module.Client(endpoint, config, version, transport=transport_config(args))
         replies: list[list[bytes]] = []
         try:
@@ -442,7 +302,7 @@ def _ask_every_broker(args: argparse.Namespace, service: bytes, body: list[bytes
 def cmd_call(args: argparse.Namespace) -> int:
     """Send one request and print the reply frames (PARTIALs too with --stream)."""
     body = _request_body(args.body)
-    endpoints, version = _connect_to(args), _VERSIONS[args.mdp]
+    endpoints, version = connect_to(args), _VERSIONS[args.mdp]
     if len(endpoints) > 1 and args.service in _MERGED and not args.stream:
         _write_frames(sys.stdout.buffer, _ask_every_broker(args, args.service, body, version))
         return 0
@@ -467,7 +327,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ._ops import run_status
 
     endpoints = ([ep for group in args.connect for ep in group] if args.connect
-                 else _connect_to(args))
+                 else connect_to(args))
     config = mdp_core.ClientConfig(timeout=args.timeout, retries=0)
     transport = transport_config(args)
     clients = [Client(ep, config, transport=transport) for ep in dict.fromkeys(endpoints)]
@@ -587,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics(b)
     b.add_argument("--metrics-max-services", type=non_negative_int, default=100, metavar="N",
                    help="services with a label of their own; the rest share 'other' [100]")
+    add_curve_flags(b, broker=True)
     b.set_defaults(func=cmd_broker)
 
     w = command("worker", help="run a worker for SERVICE")
@@ -598,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "frames joined by newlines on stdin, stdout is the reply, stderr goes "
                       "to the log; a non-zero exit abandons the request")
     connect(w)
+    add_curve_flags(w, broker=False)
     w.add_argument("--mdp", choices=sorted(_VERSIONS), default="0.2", help="MDP version [0.2]")
     w.add_argument("--delay", type=non_negative_float, default=0.0, metavar="S",
                    help="--echo: sleep S s per request (a slow job)")
@@ -617,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("body", nargs="*", help="one frame each (none: one empty frame; "
                    "'-': one frame from stdin)")
     connect(c)
+    add_curve_flags(c, broker=False)
     c.add_argument("--mdp", choices=sorted(_VERSIONS), default="0.2", help="MDP version [0.2]")
     c.add_argument("--stream", action="store_true", help="print PARTIAL replies as they come")
     c.add_argument("--timeout", type=positive_float, default=5.0, metavar="S",
@@ -629,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("services", help="list services that have workers (MMI)")
     connect(s)
+    add_curve_flags(s, broker=False)
     s.add_argument("--timeout", type=positive_float, default=2.0, metavar="S",
                    help="per attempt [2]")
     s.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
@@ -647,8 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --watch: stop after N refreshes (0: never) [0]")
     st.add_argument("--timeout", type=positive_float, default=1.0, metavar="S",
                     help="wait per broker [1]")
+    add_curve_flags(st, broker=False)
     common(st, heartbeat=False)
     st.set_defaults(func=cmd_status, connect=None)
+
+    k = command("keygen", help="write a CURVE key pair: DIR/NAME.key and DIR/NAME.key_secret")
+    k.add_argument("name", help="the key's name: the identity of the peer that uses it")
+    k.add_argument("--dir", default=".", help="where to write the files (made if missing) [.]")
+    k.set_defaults(func=cmd_keygen)
 
     d = command("demo", help="kill a busy worker mid-job; watch the request survive")
     d.add_argument("--job", type=positive_float, default=2.0, metavar="S",
@@ -679,6 +549,8 @@ def log_level(args: argparse.Namespace) -> int:
 def _timeout_hint(args: argparse.Namespace, exc: RequestTimeout) -> str:
     """For a request that got no reply for no known reason: the flag to try."""
     timeout = getattr(args, "timeout", None)
+    if exc.cause is FailureCause.UNREACHABLE:
+        return curve_hint(args, exc.cause)
     if exc.cause is not FailureCause.NO_REPLY or timeout is None:
         return ""
     return f" (a job that takes longer than --timeout {timeout:g} s needs a larger one)"

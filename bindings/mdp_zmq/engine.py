@@ -17,7 +17,11 @@ A broker's turn (:class:`RouterEngine`):
 * send what the core queued without blocking, reporting a refused send
   (a full queue) to ``Broker.send_failed`` and a peer that is gone
   (``ROUTER_MANDATORY``'s EHOSTUNREACH) to ``Broker.connection_lost``;
-* log and hand on the core's events, rate-limited.
+* log and hand on the core's events, rate-limited;
+* with CURVE (``TransportConfig.security``): pass each message's
+  authenticated identity (its ``User-Id``) to the core, answer the ZAP
+  handler's requests (:meth:`RouterEngine.zap_ready`) and log refused
+  keys and failed handshakes, rate-limited.
 
 A worker's or client's turn (:class:`DealerEngine`): read a batch into
 the core, tell it what the DEALER's monitor saw (a completed handshake, a
@@ -44,10 +48,12 @@ from .glue import (
     LogLimiter,
     MonitorEvent,
     TransportConfig,
+    ZapHandler,
     drain_monitor,
     flush_dealer,
     log_event,
     recv_routed,
+    recv_routed_identified,
     send_frames,
     shorten,
 )
@@ -68,6 +74,13 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _ACCEPTED = int(zmq.EVENT_ACCEPTED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+#: Why a handshake failed (monitor values of HANDSHAKE_FAILED_PROTOCOL).
+_HANDSHAKE_WHY = {
+    int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "a peer without CURVE",
+    int(zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC): "a peer whose CURVE handshake did not "
+                                                "decrypt (another broker key?)",
+}
 
 
 class RouterEngine:
@@ -75,12 +88,16 @@ class RouterEngine:
 
     The driver calls :meth:`monitor_ready` when the monitor may be readable,
     :meth:`turn` when the ROUTER may be readable or :meth:`wake_at` has
-    come, and :meth:`close` once at shutdown. All three run in the driver's
-    one I/O thread (task, greenlet) and never block. ``on_event`` gets every
-    core event after it is logged; an exception it raises is logged and
-    ignored. ``metrics`` (a :class:`mdp_core.BrokerMetrics`, for a core made
-    with ``timed=True``) is fed every batch of events. ``tracker`` and
+    come, :meth:`zap_ready` when the ZAP handler's socket may be readable
+    (with ``zap``, which a secured ``transport`` needs), and :meth:`close`
+    once at shutdown. All of them run in the driver's one I/O thread
+    (task, greenlet) and never block. ``on_event`` gets every core event
+    after it is logged; an exception it raises is logged and ignored.
+    ``metrics`` (a :class:`mdp_core.BrokerMetrics`, for a core made with
+    ``timed=True``) is fed every batch of events. ``tracker`` and
     ``log_limiter`` are public for inspection.
+
+    Raises ValueError if ``transport.security`` is set without ``zap``.
     """
 
     def __init__(
@@ -94,7 +111,10 @@ class RouterEngine:
         clock: Callable[[], float],
         on_event: Callable[[Event], None] | None = None,
         metrics: mdp_core.BrokerMetrics | None = None,
+        zap: ZapHandler | None = None,
     ) -> None:
+        if transport.security is not None and zap is None:
+            raise ValueError("a secured broker needs its ZapHandler")
         self.core = core
         self.router = router
         self.monitor = monitor
@@ -108,6 +128,10 @@ class RouterEngine:
         self._lost: dict[bytes, None] = {}  # peers lost, in order, not yet told to the core
         self._lost_turns = 0
         self._deadline: float | None = None
+        #: The ZAP handler a secured broker answers (None without security).
+        self.zap = zap
+        # With CURVE every message carries its sender's identity for the core.
+        self._read = self._read_identified if transport.security is not None else self._read_plain
 
     # ------------------------------------------------------------ the driver's calls
 
@@ -137,11 +161,25 @@ class RouterEngine:
                 gone = tracker.accepted(ev.value)
             elif ev.event == _DISCONNECTED:
                 gone = tracker.disconnected(ev.value)
+            elif ev.event == _HANDSHAKE_FAILED:
+                self._handshake_failed(ev)
+                continue
             else:  # pragma: no cover - not subscribed
                 continue
             for peer in gone:
                 lost.setdefault(peer)
         return len(lost) > before
+
+    def zap_ready(self) -> None:
+        """Answer the ZAP requests waiting (a batch at most), logging each key
+        refused (rate-limited); does nothing without a ZAP handler."""
+        zap, log = self.zap, self.log
+        if zap is None:
+            return
+        for refusal in zap.handle_waiting():
+            if self.log_limiter.allow(log, logging.WARNING, "CURVE key refused"):
+                log.warning("refused a CURVE key that is not on the allow-list, from %s: %s",
+                            shorten(refusal.address), shorten(refusal.key))
 
     def turn(self, now: float, readable: bool = True) -> bool:
         """Read (if ``readable`` or a loss waits), tell losses, tick, send, report.
@@ -180,7 +218,13 @@ class RouterEngine:
 
     # ------------------------------------------------------------ internals
 
-    def _read(self, now: float) -> bool:
+    def _handshake_failed(self, ev: MonitorEvent) -> None:
+        log = self.log
+        if self.log_limiter.allow(log, logging.WARNING, "handshake failed"):
+            why = _HANDSHAKE_WHY.get(ev.value, f"a peer (protocol error {ev.value:#x})")
+            log.warning("refused %s at the handshake on %s", why, shorten(ev.endpoint))
+
+    def _read_plain(self, now: float) -> bool:
         core, tracker, router = self.core, self.tracker, self.router
         events = router.get
         for _ in range(BATCH):
@@ -193,6 +237,21 @@ class RouterEngine:
             # Ask ZMQ_EVENTS whether another message waits rather than let
             # the next recv fail: a raised zmq.Again costs a few us more,
             # paid once per message when requests come one at a time.
+            if not int(events(_EVENTS)) & _POLLIN:
+                return True
+        return False
+
+    def _read_identified(self, now: float) -> bool:
+        """:meth:`_read_plain` with each message's identity (CURVE's User-Id)."""
+        core, tracker, router = self.core, self.tracker, self.router
+        events = router.get
+        for _ in range(BATCH):
+            item = recv_routed_identified(router)
+            if item is None:
+                return True
+            peer, frames, fd, identity = item
+            if fd < 0 or tracker.knows(peer, fd) or self._admit(peer, fd, now):
+                core.receive(peer, frames, now, identity)
             if not int(events(_EVENTS)) & _POLLIN:
                 return True
         return False

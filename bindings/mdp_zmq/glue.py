@@ -1,13 +1,16 @@
 """The pyzmq glue every driver shares (blocking, async, gevent): a public module.
 
 Socket options, monitor sockets and their events, the ROUTER receive that
-also reads the connection's fd, the fd/generation
-:class:`ConnectionTracker`, endpoint parsing, the log line of a core event
-(peer bytes truncated, repeated warnings rate-limited by a
-:class:`LogLimiter`; as JSON with :class:`JsonFormatter`), and a thread-
-and signal-safe wake-up for blocking loops. Nothing here knows MDP: it
-moves bytes and events. Other drivers import this module, never a private
-one of ``mdp_zmq``.
+also reads the connection's fd (and, with CURVE, its authenticated
+``User-Id``), the fd/generation :class:`ConnectionTracker`, endpoint
+parsing, the log line of a core event (peer bytes truncated, repeated
+warnings rate-limited by a :class:`LogLimiter`; as JSON with
+:class:`JsonFormatter`), a thread- and signal-safe wake-up for blocking
+loops, and security: CURVE keys (:class:`Security`, in
+``TransportConfig.security``), key files and the ZAP handler
+(:class:`ZapHandler`). Nothing here knows MDP: it moves bytes, keys and
+events. Other drivers import this module, never a private one of
+``mdp_zmq``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import os
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from ._endpoints import as_endpoints, normalize_endpoint, parse_host_port
 from ._logging import (
     HandlerError,
     JsonFormatter,
@@ -35,28 +39,52 @@ from ._logging import (
     log_handler_failure,
     shorten,
 )
+from ._security import (
+    KeyFileError,
+    Refusal,
+    Security,
+    ZapHandler,
+    apply_security,
+    keygen,
+    load_allowed,
+    load_policy,
+    load_public_key,
+    load_secret_key,
+)
 from ._tracker import ConnectionTracker
 
 __all__ = [
     "DEALER_MONITOR_EVENTS",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DealerCore",
+    "HANDSHAKE_FAILURE_EVENTS",
     "ConnectionTracker",
     "HandlerError",
     "JsonFormatter",
+    "KeyFileError",
     "LogLimiter",
     "ROUTER_HWM",
     "ROUTER_MONITOR_EVENTS",
     "MonitorEvent",
+    "Refusal",
+    "Security",
     "TransportConfig",
     "Waker",
+    "ZapHandler",
+    "apply_security",
     "as_endpoints",
+    "broker_context",
     "close_monitor",
     "configure_socket",
     "describe",
     "drain_monitor",
-    "flush_dealer",
     "event_fields",
+    "flush_dealer",
+    "keygen",
+    "load_allowed",
+    "load_policy",
+    "load_public_key",
+    "load_secret_key",
     "log_event",
     "log_handler_failure",
     "make_dealer",
@@ -67,8 +95,10 @@ __all__ = [
     "parse_host_port",
     "open_monitor",
     "recv_routed",
+    "recv_routed_identified",
     "send_frames",
     "shorten",
+    "start_zap",
     "timeout_ms",
 ]
 
@@ -78,6 +108,10 @@ log = logging.getLogger("mdp_zmq")
 ROUTER_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 #: Events a worker or client needs from its DEALER.
 DEALER_MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+#: What a secured broker's ROUTER monitor adds, to log refused handshakes:
+#: a peer without CURVE or with another broker key (a key the ZAP handler
+#: refuses is logged by it; a peer that hangs up mid-handshake is not a refusal).
+HANDSHAKE_FAILURE_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 _monitor_ids = itertools.count(1)
 #: Plain ints: pyzmq's flag enums cost a Python-level call per combination.
@@ -137,7 +171,17 @@ class TransportConfig:
     connects anew. Turn it on only where every peer is trusted and peers
     choose their own routing ids and reconnect over half-open connections;
     the broker then ends the old connection's session when the new one
-    speaks.
+    speaks. It cannot be combined with ``security``.
+
+    ``security`` (:class:`Security`, None: none) turns on CURVE (RFC 26):
+    encryption, and keys checked at the handshake. A broker's
+    ``Security`` holds its key pair and the public keys it lets in (with
+    the identity of each, which the broker's core is told with every
+    message); a peer's holds its key pair and the broker's public key.
+
+    Raises ValueError if ``router_handover`` and ``security`` are both
+    set: handover would let a connection with any valid key take over a
+    routing id, and its replies, before the broker could tell.
     """
 
     heartbeat_ivl: float | None = 1.0
@@ -150,6 +194,15 @@ class TransportConfig:
     rcvhwm: int | None = None
     max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES
     router_handover: bool = False
+    security: Security | None = None
+
+    def __post_init__(self) -> None:
+        if self.security is not None and not isinstance(self.security, Security):
+            raise TypeError(f"security must be a mdp_zmq.glue.Security or None, not "
+                            f"{type(self.security).__name__}")
+        if self.router_handover and self.security is not None:
+            raise ValueError("router_handover cannot be combined with security: it would let "
+                             "any authenticated connection take over another's routing id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +226,8 @@ def configure_socket(
     sock: zmq.Socket[bytes], transport: TransportConfig, *, default_hwm: int | None = None
 ) -> None:
     """Apply ``transport`` (heartbeats, linger, reconnect, HWMs, the largest
-    frame) to ``sock``; ``default_hwm`` replaces a ``None`` HWM (``None``:
-    leave libzmq's)."""
+    frame, CURVE keys) to ``sock``; ``default_hwm`` replaces a ``None`` HWM
+    (``None``: leave libzmq's)."""
     sock.setsockopt(zmq.LINGER, _ms(transport.linger) if transport.linger > 0 else 0)
     sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(transport.heartbeat_ivl))
     if transport.heartbeat_ivl:
@@ -193,67 +246,8 @@ def configure_socket(
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
     limit = transport.max_message_bytes
     sock.setsockopt(zmq.MAXMSGSIZE, -1 if limit is None else limit)
-
-
-def parse_host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9100`` for IPv6; port 0: any free one) as
-    ``(host, port)``, e.g. the address of a metrics endpoint. Raises
-    ValueError for anything else."""
-    host, colon, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not colon or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ValueError(f"{text!r}: expected HOST:PORT with a port 0-65535")
-    return host, int(port)
-
-
-def normalize_endpoint(endpoint: str, *, bind: bool = False) -> str:
-    """Turn a user-supplied endpoint into a ZeroMQ one.
-
-    ``"5555"`` becomes ``tcp://127.0.0.1:5555`` (``tcp://*:5555`` is never
-    implied), ``"host:port"`` becomes ``tcp://host:port``, a path containing
-    ``/`` becomes ``ipc://path``; ``scheme://...`` is kept. ``bind`` only
-    affects the message of the ValueError raised for an empty endpoint.
-    Raises TypeError if ``endpoint`` is not a str.
-    """
-    if not isinstance(endpoint, str):
-        raise TypeError(f"endpoint must be a str, not {type(endpoint).__name__}")
-    ep = endpoint.strip()
-    if not ep:
-        raise ValueError(f"empty endpoint to {'bind' if bind else 'connect'}")
-    if "://" in ep:
-        return ep
-    if ep.isdigit():
-        return f"tcp://127.0.0.1:{ep}"
-    if "/" in ep:
-        return f"ipc://{ep}"
-    return f"tcp://{ep}"
-
-
-def as_endpoints(endpoints: str | Sequence[str]) -> list[str]:
-    """The brokers a worker or client connects to: one endpoint (a str) or a list.
-
-    Each is checked as :func:`normalize_endpoint` does and kept as given.
-    Raises TypeError if ``endpoints`` is neither a str nor a list or tuple
-    of str (the message says "endpoint must be a str"), ValueError for an
-    empty list, an empty endpoint, or one given twice.
-    """
-    if isinstance(endpoints, str):
-        given = [endpoints]
-    elif isinstance(endpoints, (list, tuple)):
-        given = list(endpoints)
-    else:
-        raise TypeError("endpoint must be a str or a list of str, "
-                        f"not {type(endpoints).__name__}")
-    if not given:
-        raise ValueError("no broker endpoint to connect to")
-    seen: set[str] = set()
-    for endpoint in given:
-        normal = normalize_endpoint(endpoint)
-        if normal in seen:
-            raise ValueError(f"broker endpoint {normal} given twice")
-        seen.add(normal)
-    return given
+    if transport.security is not None:
+        apply_security(sock, transport.security)
 
 
 _spreads = itertools.count()
@@ -311,10 +305,36 @@ def drain_monitor(mon: zmq.Socket[bytes]) -> list[MonitorEvent]:
         )
 
 
+def broker_context(
+    context: zmq.Context[Any] | None,
+    transport: TransportConfig,
+    kind: type[zmq.Context[Any]] = zmq.Context,
+) -> tuple[zmq.Context[Any], bool]:
+    """The context a broker uses: ``context`` if given; else a new ``kind()``
+    when ``transport`` has security (its ZAP handler needs a context of its
+    own), else ``kind.instance()``, the process's shared one (``kind``:
+    ``zmq.green.Context`` for gevent). Returns ``(context, owned)``; the
+    broker terminates an owned context when it stops."""
+    if context is not None:
+        return context, False
+    if transport.security is not None:
+        return kind(), True
+    return kind.instance(), False
+
+
+def start_zap(context: zmq.Context[Any], transport: TransportConfig) -> ZapHandler | None:
+    """The :class:`ZapHandler` a broker with ``transport`` needs in
+    ``context``, started (None without security). Raises like it."""
+    security = transport.security
+    return None if security is None else ZapHandler(context, security)
+
+
 def make_router(
     context: zmq.Context[zmq.Socket[bytes]],
     endpoints: Iterable[str],
     transport: TransportConfig,
+    *,
+    zap: ZapHandler | None = None,
 ) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], list[str]]:
     """Create the broker's ROUTER with its monitor, bound to ``endpoints``.
 
@@ -324,13 +344,29 @@ def make_router(
     risk); the HWMs default to :data:`ROUTER_HWM`. Returns ``(router, monitor,
     bound)`` where ``bound`` holds the resolved endpoints (``LAST_ENDPOINT``,
     so ``tcp://127.0.0.1:*`` shows its port).
+
+    With ``transport.security`` the ROUTER is a CURVE server and ``zap``
+    must be the :class:`ZapHandler` already running in ``context`` (libzmq
+    lets every key in while no handler is bound); the monitor then also
+    reports :data:`HANDSHAKE_FAILURE_EVENTS`. Raises ValueError if the
+    security is a peer's or ``zap`` is missing.
     """
+    events = ROUTER_MONITOR_EVENTS
+    security = transport.security
+    if security is not None:
+        if not security.is_broker:
+            raise ValueError("the broker's ROUTER needs a broker's Security, not a peer's "
+                             "(one with broker_key)")
+        if zap is None or zap.context is not context:
+            raise ValueError("a secured ROUTER needs the ZapHandler of its context, started "
+                             "first (see start_zap)")
+        events |= HANDSHAKE_FAILURE_EVENTS
     router: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
     try:
         configure_socket(router, transport, default_hwm=ROUTER_HWM)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.ROUTER_HANDOVER, int(transport.router_handover))
-        monitor = open_monitor(router, ROUTER_MONITOR_EVENTS)
+        monitor = open_monitor(router, events)
         bound: list[str] = []
         try:
             for ep in endpoints:
@@ -360,7 +396,11 @@ def make_dealer(
 
     ``IMMEDIATE`` is left off: messages queue until the connection is up,
     which is what a worker's READY and a client's first request want.
+    Raises ValueError if ``transport.security`` is a broker's.
     """
+    if transport.security is not None and transport.security.is_broker:
+        raise ValueError("a worker's or client's socket needs a peer's Security (with the "
+                         "broker_key), not a broker's")
     dealer: zmq.Socket[bytes] = context.socket(zmq.DEALER)
     try:
         configure_socket(dealer, transport)
@@ -396,6 +436,34 @@ def recv_routed(router: zmq.Socket[bytes]) -> tuple[bytes, list[bytes], int] | N
     except zmq.ZMQError:  # pragma: no cover - libzmq without SRCFD
         fd = -1
     return peer, frames, fd
+
+
+def recv_routed_identified(
+    router: zmq.Socket[bytes],
+) -> tuple[bytes, list[bytes], int, str | None] | None:
+    """:func:`recv_routed` on a secured ROUTER: ``(routing id, frames, fd,
+    identity)``, the identity being the connection's ``User-Id`` (what the
+    ZAP handler named its key; None if libzmq has none), or None if nothing
+    is waiting."""
+    recv = router.recv
+    try:
+        part = recv(_NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
+    peer = part.bytes
+    frames: list[bytes] = []
+    while part.more:
+        part = recv(_NOBLOCK, copy=False)
+        frames.append(part.bytes)
+    try:
+        fd = int(part.get(zmq.SRCFD))
+    except zmq.ZMQError:  # pragma: no cover - libzmq without SRCFD
+        fd = -1
+    try:
+        identity: str | None = part.get("User-Id")  # type: ignore[assignment] # a str property
+    except zmq.ZMQError:  # pragma: no cover - a connection without ZAP
+        identity = None
+    return peer, frames, fd, identity
 
 
 def send_frames(sock: zmq.Socket[bytes], frames: Sequence[bytes]) -> None:

@@ -1,0 +1,481 @@
+"""CURVE, authenticated peers and the policy over real sockets, for every broker driver.
+
+Each test runs against the blocking broker (``mdp_zmq``) and the async one
+(``mdp_async``) on trio and on asyncio; the peers are the blocking driver's
+(one test also runs the async driver's peers). Keys are made with
+``mdp_zmq.glue.keygen`` in a temporary directory: ``pay`` may serve
+``payments``, ``refunds`` only ``payments.*``; ``shop`` may call
+``payments``; everyone allowed may use ``echo``; ``outsider``'s key is
+not on the allow-list. Loopback only; waits are bounded; no timing
+assertions.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mdp_async
+import mdp_zmq
+import pytest
+import zmq
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from mdp_zmq.glue import LogLimiter, Security, TransportConfig, keygen
+
+from mdp_core import (
+    BrokerConfig,
+    ClientConfig,
+    Event,
+    FailureCause,
+    Policy,
+    RequestDelivered,
+    RequestRefused,
+    WorkerReady,
+    WorkerRefused,
+)
+
+E = TypeVar("E", bound=Event)
+BROKERS = ["zmq", "trio", "asyncio"]
+PEOPLE = ["broker", "pay", "refunds", "shop", "mallory", "outsider"]
+POLICY = Policy(serve={"payments": ["pay"], "payments.*": ["pay", "refunds"], "echo": ["*"]},
+                call={"payments": ["shop"], "echo": ["*"]})
+SECRET = b"SECRET-pay 100 to account 0123456789"
+QUICK = ClientConfig(timeout=1.0, retries=0, diagnose_timeout=2.0)
+
+
+# ------------------------------------------------------------------ keys and helpers
+
+
+class Keys:
+    """Key files of every person in a directory, the allow-list without the outsider."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "keys"
+        self.allow = root / "allow"
+        self.allow.mkdir()
+        for name in PEOPLE:
+            public, _ = keygen(name, self.dir)
+            if name not in ("broker", "outsider"):
+                (self.allow / public.name).write_bytes(public.read_bytes())
+
+    def broker(self) -> TransportConfig:
+        return TransportConfig(security=Security.for_broker(
+            self.dir / "broker.key_secret", self.allow))
+
+    def peer(self, name: str) -> TransportConfig:
+        return TransportConfig(security=Security.for_peer(
+            self.dir / f"{name}.key_secret", self.dir / "broker.key"))
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return Keys(tmp_path_factory.mktemp("curve"))
+
+
+class EventLog:
+    """A broker's ``on_event`` from any thread, with bounded waits."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self.cond:
+            self.events.append(event)
+            self.cond.notify_all()
+
+    def of(self, kind: type[E]) -> list[E]:
+        with self.cond:
+            return [e for e in self.events if isinstance(e, kind)]
+
+    def wait_for(self, pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        with self.cond:
+            ok = self.cond.wait_for(pred, timeout)
+        assert ok, f"no {what}: {self.events[-10:]}"
+
+
+class Running:
+    """A running broker of some driver: endpoint, events, engine."""
+
+    def __init__(self, broker: Any, log: EventLog) -> None:
+        self.broker = broker
+        self.endpoint: str = broker.endpoint
+        self.port = int(self.endpoint.rsplit(":", 1)[1])
+        self.log = log
+        self.engine = broker.engine
+
+
+@pytest.fixture(scope="module")
+def portals() -> Iterator[dict[str, BlockingPortal]]:
+    with ExitStack() as stack:
+        yield {b: stack.enter_context(start_blocking_portal(b)) for b in ("trio", "asyncio")}
+
+
+@contextmanager
+def running(driver: str, portals: dict[str, BlockingPortal], transport: TransportConfig,
+            config: BrokerConfig | None = None) -> Iterator[Running]:
+    """A broker of ``driver`` on a free loopback port, closed on exit."""
+    log = EventLog()
+    if driver == "zmq":
+        b = mdp_zmq.Broker("tcp://127.0.0.1:*", config, transport=transport, on_event=log)
+        thread = b.start()
+        try:
+            yield Running(b, log)
+        finally:
+            b.close()
+            thread.join(10)
+        return
+    ab = mdp_async.Broker("tcp://127.0.0.1:*", config, transport=transport, on_event=log)
+    with portals[driver].wrap_async_context_manager(ab):
+        yield Running(ab, log)
+
+
+@contextmanager
+def started_workers() -> Iterator[Callable[..., mdp_zmq.Worker]]:
+    """``start(endpoint, service, handler, transport=...)``: blocking workers, closed on exit."""
+    made: list[tuple[mdp_zmq.Worker, threading.Thread]] = []
+
+    def start(endpoint: str, service: str, handler: Callable[[list[bytes]], Any],
+              transport: TransportConfig | None = None) -> mdp_zmq.Worker:
+        w = mdp_zmq.Worker(endpoint, service, handler, transport=transport)
+        made.append((w, w.start()))
+        return w
+
+    try:
+        yield start
+    finally:
+        for w, _ in made:
+            w.close()
+        for _, t in made:
+            t.join(10)
+
+
+class CountingLimiter(LogLimiter):
+    """A LogLimiter that counts the lines asked for, per kind."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: dict[str, int] = {}
+
+    def allow(self, logger: logging.Logger, level: int, kind: str) -> bool:
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+        return super().allow(logger, level, kind)
+
+
+def records(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+def wait_until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, f"no {what} within {timeout:g} s"
+        time.sleep(0.02)
+
+
+# ------------------------------------------------------------------ authentication
+
+
+@pytest.mark.parametrize("driver", BROKERS)
+def test_peers_without_a_key_or_with_an_unknown_one_get_no_service_and_are_logged_once(
+    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            started_workers() as start:
+        limiter = b.engine.log_limiter = CountingLimiter(burst=1, window=600)
+        start(b.endpoint, "echo", lambda f: f, keys.peer("outsider"))
+        start(b.endpoint, "echo", lambda f: f)  # no key at all
+        for transport in (keys.peer("outsider"), TransportConfig()):
+            with mdp_zmq.Client(b.endpoint, QUICK, transport=transport) as c, \
+                    pytest.raises(mdp_zmq.RequestTimeout) as failed:
+                c.request("echo", b"hi")
+            assert failed.value.cause is FailureCause.UNREACHABLE
+        # Each kind was refused at least twice (a worker and a client): the
+        # first refusal is logged, the others only counted.
+        wait_until(lambda: limiter.calls.get("CURVE key refused", 0) >= 2
+                   and limiter.calls.get("handshake failed", 0) >= 2,
+                   "two refusals of each kind")
+        assert len(records(caplog, "refused a CURVE key")) == 1
+        assert len(records(caplog, "refused a peer without CURVE")) == 1
+        assert b.log.of(WorkerReady) == [] and b.log.events == []
+        (line,) = records(caplog, "refused a CURVE key")
+        assert "allow-list, from 127.0.0.1" in line
+        with mdp_zmq.Client(b.endpoint, QUICK, transport=keys.peer("shop")) as c:
+            assert not c.service_exists("echo")  # the refused workers never registered
+    summaries = records(caplog, "suppressed")
+    assert any("CURVE key refused" in s for s in summaries), summaries
+    assert any("handshake failed" in s for s in summaries), summaries
+
+
+@pytest.mark.parametrize("driver", BROKERS)
+def test_a_peer_with_another_broker_key_is_refused_and_logged(
+    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    shop = keys.peer("shop").security
+    assert shop is not None
+    wrong = TransportConfig(security=Security(shop.public_key, shop.secret_key,
+                                              broker_key=shop.public_key))
+    with running(driver, portals, keys.broker()) as b:
+        with mdp_zmq.Client(b.endpoint, QUICK, transport=wrong) as c, \
+                pytest.raises(mdp_zmq.RequestTimeout) as failed:
+            c.request("echo", b"hi")
+        assert failed.value.cause is FailureCause.UNREACHABLE
+        wait_until(lambda: bool(records(caplog, "whose CURVE handshake did not decrypt")),
+                   "log line of the refusal")
+
+
+# ------------------------------------------------------------------ authorization
+
+
+@pytest.mark.parametrize("driver", BROKERS)
+def test_a_worker_without_the_right_cannot_register_and_the_allowed_one_serves_all(
+    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
+) -> None:
+    seen_by_refunds: list[list[bytes]] = []
+
+    def refunds(frames: list[bytes]) -> list[bytes]:
+        seen_by_refunds.append(frames)
+        return [b"forged"]
+
+    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            started_workers() as start:
+        start(b.endpoint, "payments", refunds, keys.peer("refunds"))
+        b.log.wait_for(lambda: bool(b.log.of(WorkerRefused)), "WorkerRefused")
+        (refused, *_) = b.log.of(WorkerRefused)
+        assert refused.service == b"payments"
+        assert refused.reason == ("not allowed: identity 'refunds' may not serve b'payments'; "
+                                  "sent DISCONNECT")
+        start(b.endpoint, "payments", lambda f: [b"paid", *f], keys.peer("pay"))
+        b.log.wait_for(lambda: bool(b.log.of(WorkerReady)), "WorkerReady")
+        with mdp_zmq.Client(b.endpoint, QUICK, transport=keys.peer("shop")) as c:
+            for i in range(20):
+                assert c.request("payments", b"%d" % i) == [b"paid", b"%d" % i]
+        b.log.wait_for(lambda: len(b.log.of(RequestDelivered)) == 20, "20 deliveries")
+        assert seen_by_refunds == []
+        assert {e.worker for e in b.log.of(RequestDelivered)} == {b.log.of(WorkerReady)[0].worker}
+
+
+@pytest.mark.parametrize("driver", BROKERS)
+def test_a_client_not_allowed_is_refused_and_its_client_says_why(
+    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
+) -> None:
+    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            started_workers() as start:
+        start(b.endpoint, "payments", lambda f: [b"paid"], keys.peer("pay"))
+        b.log.wait_for(lambda: bool(b.log.of(WorkerReady)), "WorkerReady")
+        with mdp_zmq.Client(b.endpoint, QUICK, transport=keys.peer("mallory")) as c:
+            assert not c.service_exists("payments")  # it does not learn of it
+            with pytest.raises(mdp_zmq.RequestTimeout) as failed:
+                c.request("payments", SECRET)
+        assert failed.value.cause is FailureCause.REFUSED
+        assert "the broker does not allow this client to call 'payments'" in str(failed.value)
+        b.log.wait_for(lambda: bool(b.log.of(RequestRefused)), "RequestRefused")
+        (refused,) = b.log.of(RequestRefused)
+        assert refused.reason == "not allowed: identity 'mallory' may not call b'payments'"
+        with mdp_zmq.Client(b.endpoint, QUICK, transport=keys.peer("shop")) as c:
+            assert c.service_exists("payments")
+            assert c.request("payments", b"x") == [b"paid"]
+
+
+@pytest.mark.parametrize("peers", ["trio", "asyncio"])
+def test_an_async_client_not_allowed_learns_why_too(
+    peers: str, keys: Keys, portals: dict[str, BlockingPortal],
+) -> None:
+    """The diagnosis asks a second question after a 404: the async client sends it."""
+    with running("zmq", portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            started_workers() as start:
+        start(b.endpoint, "payments", lambda f: [b"paid"], keys.peer("pay"))
+        b.log.wait_for(lambda: bool(b.log.of(WorkerReady)), "WorkerReady")
+
+        async def call(name: str) -> list[bytes] | mdp_zmq.RequestTimeout:
+            async with mdp_async.Client(b.endpoint, QUICK, transport=keys.peer(name)) as c:
+                try:
+                    return await c.request("payments", SECRET)
+                except mdp_zmq.RequestTimeout as exc:
+                    return exc
+
+        failed = portals[peers].call(call, "mallory")
+        assert isinstance(failed, mdp_zmq.RequestTimeout)
+        assert failed.cause is FailureCause.REFUSED
+        assert portals[peers].call(call, "shop") == [b"paid"]
+
+
+# ------------------------------------------------------------------ routing ids
+
+
+def raw_dealer(endpoint: str, security: Security | None, routing_id: bytes) -> zmq.Socket[bytes]:
+    s: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.ROUTING_ID, routing_id)
+    if security is not None:
+        s.setsockopt(zmq.CURVE_PUBLICKEY, security.public_key)
+        s.setsockopt(zmq.CURVE_SECRETKEY, security.secret_key)
+        s.setsockopt(zmq.CURVE_SERVERKEY, security.broker_key or b"")
+    s.connect(endpoint)
+    return s
+
+
+@pytest.mark.parametrize("driver", BROKERS)
+def test_a_second_connection_claiming_a_routing_id_with_another_key_is_refused(
+    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
+) -> None:
+    busy, release = threading.Event(), threading.Event()
+
+    def slow(frames: list[bytes]) -> list[bytes]:
+        busy.set()
+        release.wait(10)
+        return [b"yours", *frames]
+
+    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            started_workers() as start:
+        start(b.endpoint, "payments", slow, keys.peer("pay"))
+        b.log.wait_for(lambda: bool(b.log.of(WorkerReady)), "WorkerReady")
+        worker_id = b.log.of(WorkerReady)[0].worker
+        shop, mallory = keys.peer("shop").security, keys.peer("mallory").security
+        victim = raw_dealer(b.endpoint, shop, b"victim")
+        socks = [victim]
+        try:
+            victim.send_multipart([b"MDPC02", b"\x01", b"payments", SECRET])
+            assert busy.wait(10), "the worker never got the victim's request"
+            # Only now, with both sessions live, do the thieves claim their routing ids.
+            thief = raw_dealer(b.endpoint, mallory, b"victim")
+            worker_thief = raw_dealer(b.endpoint, mallory, worker_id)
+            socks += [thief, worker_thief]
+            thief.send_multipart([b"MDPC02", b"\x01", b"echo", b"I am the victim"])
+            worker_thief.send_multipart([b"MDPW02", b"\x04", b"victim", b"", b"forged"])
+            time.sleep(0.2)  # give the claims their chance before the real reply
+            release.set()
+            assert victim.poll(10_000), "the victim got no reply"
+            assert victim.recv_multipart() == [b"MDPC02", b"\x03", b"payments", b"yours",
+                                               SECRET]
+            assert not thief.poll(500) and not worker_thief.poll(0)
+        finally:
+            release.set()
+            for sock in socks:
+                sock.close(0)
+        b.log.wait_for(lambda: bool(b.log.of(RequestDelivered)), "RequestDelivered")
+        assert [e.client for e in b.log.of(RequestDelivered)] == [b"victim"]
+        assert len(b.log.of(WorkerReady)) == 1 and b.log.of(RequestRefused) == []
+
+
+# ------------------------------------------------------------------ encryption
+
+
+class Relay:
+    """A pure-Python TCP relay on loopback to ``port`` that records every byte."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+        self.captured = bytearray()
+        self.socks: list[socket.socket] = []
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.socks += [conn, upstream]
+            for a, b in ((conn, upstream), (upstream, conn)):
+                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                self.threads.append(t)
+                t.start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                with self.lock:
+                    self.captured += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.listener.close()
+        with self.lock:
+            for s in self.socks:
+                with suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+        for t in self.threads:
+            t.join(5)
+
+
+def round_trip_through(relay: Relay, worker_t: TransportConfig, client_t: TransportConfig,
+                       peers: str, portals: dict[str, BlockingPortal]) -> list[bytes]:
+    """A worker and a client (of ``peers``' driver) talking through ``relay``."""
+    if peers == "zmq":
+        with started_workers() as start:
+            start(relay.endpoint, "payments", lambda f: [b"done: " + f[0]], worker_t)
+            with mdp_zmq.Client(relay.endpoint, ClientConfig(timeout=5, retries=1),
+                                transport=client_t) as c:
+                return c.request("payments", SECRET)
+
+    async def go() -> list[bytes]:
+        async def handler(frames: list[bytes]) -> list[bytes]:
+            return [b"done: " + frames[0]]
+
+        async with mdp_async.Worker(relay.endpoint, "payments", handler, transport=worker_t), \
+                mdp_async.Client(relay.endpoint, ClientConfig(timeout=5, retries=1),
+                                 transport=client_t) as c:
+            return await c.request("payments", SECRET)
+
+    return portals[peers].call(go)
+
+
+@pytest.mark.parametrize("peers", ["zmq", "trio", "asyncio"])
+@pytest.mark.parametrize("driver", BROKERS)
+def test_the_traffic_is_encrypted(
+    driver: str, peers: str, keys: Keys, portals: dict[str, BlockingPortal],
+) -> None:
+    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b:
+        relay = Relay(b.port)
+        try:
+            reply = round_trip_through(relay, keys.peer("pay"), keys.peer("shop"), peers,
+                                       portals)
+        finally:
+            relay.close()
+    assert reply == [b"done: " + SECRET]
+    captured = bytes(relay.captured)
+    assert len(captured) > 2 * len(SECRET)  # the messages went through the relay
+    for clear in (SECRET, b"done: SECRET", b"payments", b"MDPC02", b"MDPW02"):
+        assert clear not in captured
+
+
+@pytest.mark.parametrize("driver", BROKERS)
+def test_the_relay_sees_the_body_in_clear_without_curve(
+    driver: str, portals: dict[str, BlockingPortal],
+) -> None:
+    """The control: the same capture shows the body when CURVE is off."""
+    with running(driver, portals, TransportConfig()) as b:
+        relay = Relay(b.port)
+        try:
+            reply = round_trip_through(relay, TransportConfig(), TransportConfig(), "zmq",
+                                       portals)
+        finally:
+            relay.close()
+    assert reply == [b"done: " + SECRET]
+    assert SECRET in bytes(relay.captured)
