@@ -26,9 +26,7 @@ from mdp_zmq.engine import EngineViews, RouterEngine
 from mdp_zmq.glue import (
     MonitorEvent,
     TransportConfig,
-    broker_context,
-    make_router,
-    start_zap,
+    open_broker,
 )
 
 import mdp_core
@@ -95,20 +93,8 @@ class Broker(Background, EngineViews):
         self.metrics = metrics
         self._token: EventLoopToken | None = None  # while serving: the loop to ask
         self.transport = transport if transport is not None else TransportConfig()
-        self.context, self._own_context = broker_context(context, self.transport)
-        try:
-            self._zap = start_zap(self.context, self.transport)
-            try:
-                self._router, self._monitor, self.endpoints = make_router(
-                    self.context, endpoints, self.transport, zap=self._zap)
-            except BaseException:
-                if self._zap is not None:
-                    self._zap.close()
-                raise
-        except BaseException:
-            if self._own_context:
-                self.context.term()
-            raise
+        (self.context, self._own_context, self._zap, self._router, self._monitor,
+         self.endpoints) = open_broker(context, endpoints, self.transport)
         self.engine = RouterEngine(self.core, self._router, self._monitor, self.transport,
                                    log=log, clock=anyio.current_time, on_event=on_event,
                                    metrics=metrics, zap=self._zap)

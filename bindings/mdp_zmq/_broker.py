@@ -29,10 +29,8 @@ from ._runner import Runner
 from .engine import EngineViews, RouterEngine
 from .glue import (
     TransportConfig,
-    broker_context,
     close_monitor,
-    make_router,
-    start_zap,
+    open_broker,
     timeout_ms,
 )
 
@@ -97,21 +95,9 @@ class Broker(Runner, EngineViews):
         self._asks: list[Future[mdp_core.MetricsSnapshot]] | None = []
         self._loop_ident: int | None = None
         self.transport = transport if transport is not None else TransportConfig()
-        self.context, self._own_context = broker_context(context, self.transport)
         self.clock = clock
-        try:
-            self._zap = start_zap(self.context, self.transport)
-            try:
-                self._router, self._monitor, self.endpoints = make_router(
-                    self.context, endpoints, self.transport, zap=self._zap)
-            except BaseException:
-                if self._zap is not None:
-                    self._zap.close()
-                raise
-        except BaseException:
-            if self._own_context:
-                self.context.term()
-            raise
+        (self.context, self._own_context, self._zap, self._router, self._monitor,
+         self.endpoints) = open_broker(context, endpoints, self.transport)
         self.engine = RouterEngine(self.core, self._router, self._monitor, self.transport,
                                    log=log, clock=clock, on_event=on_event, metrics=metrics,
                                    zap=self._zap)

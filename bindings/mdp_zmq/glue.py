@@ -93,6 +93,7 @@ __all__ = [
     "next_spread",
     "normalize_endpoint",
     "parse_host_port",
+    "open_broker",
     "open_monitor",
     "recv_routed",
     "recv_routed_identified",
@@ -327,6 +328,33 @@ def start_zap(context: zmq.Context[Any], transport: TransportConfig) -> ZapHandl
     ``context``, started (None without security). Raises like it."""
     security = transport.security
     return None if security is None else ZapHandler(context, security)
+
+
+def open_broker(
+    context: zmq.Context[Any] | None,
+    endpoints: Iterable[str],
+    transport: TransportConfig,
+) -> tuple[zmq.Context[Any], bool, ZapHandler | None, zmq.Socket[bytes], zmq.Socket[bytes],
+           list[str]]:
+    """Everything a broker opens, in order: its context (:func:`broker_context`),
+    its ZAP handler (:func:`start_zap`) and its ROUTER with its monitor
+    (:func:`make_router`). Returns ``(context, owned, zap, router, monitor,
+    bound)``; if a step fails, what the earlier ones opened is closed (an
+    owned context terminated) and the error raised."""
+    context, owned = broker_context(context, transport)
+    try:
+        zap = start_zap(context, transport)
+        try:
+            router, monitor, bound = make_router(context, endpoints, transport, zap=zap)
+        except BaseException:
+            if zap is not None:
+                zap.close()
+            raise
+    except BaseException:
+        if owned:
+            context.term()
+        raise
+    return context, owned, zap, router, monitor, bound
 
 
 def make_router(
