@@ -24,6 +24,8 @@ from mdp_zmq.glue import (
     make_router,
     normalize_endpoint,
     recv_routed,
+    send_frames,
+    send_routed,
     shorten,
     timeout_ms,
 )
@@ -116,6 +118,76 @@ def test_router_reports_fd_of_each_peer_matching_its_monitor(
     finally:
         dealer.close(0)
         close_monitor(router, monitor)
+        router.close(0)
+
+
+def test_send_routed_sends_one_message_to_the_peer_or_refuses_it_whole(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    router, monitor, bound = make_router(ctx, ["tcp://127.0.0.1:*"], TransportConfig())
+    dealer, _ = make_dealer(ctx, bound[0], TransportConfig(), monitor=False)
+    try:
+        dealer.send_multipart([b"hello"])
+        assert router.poll(5000)
+        item = recv_routed(router)
+        assert item is not None
+        peer = item[0]
+        send_routed(router, peer, [b"MDPC02", b"\x03", b"echo", b"body"])
+        send_routed(router, peer, [b"one"])
+        send_frames(router, [peer, b"two", b"frames"])
+        got = []
+        while len(got) < 3 and dealer.poll(5000):
+            got.append(dealer.recv_multipart())
+        assert got == [[b"MDPC02", b"\x03", b"echo", b"body"], [b"one"], [b"two", b"frames"]]
+        # ROUTER_MANDATORY refuses an unknown peer on its first frame: nothing
+        # is left half-sent, the next message goes through whole.
+        with pytest.raises(zmq.ZMQError) as info:
+            send_routed(router, b"nobody", [b"x", b"y"])
+        assert info.value.errno == zmq.EHOSTUNREACH
+        send_routed(router, peer, [b"after"])
+        assert dealer.poll(5000) and dealer.recv_multipart() == [b"after"]
+    finally:
+        dealer.close(0)
+        close_monitor(router, monitor)
+        router.close(0)
+
+
+def test_router_engine_reads_a_batch_per_turn_and_then_the_rest(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    # inproc: a send lands in the ROUTER's queue at once, so the turns below
+    # find every message there (no I/O thread, no timing).
+    from mdp_zmq.engine import BATCH, RouterEngine
+
+    import mdp_core
+
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.RCVHWM, 0)
+    router.setsockopt(zmq.SNDHWM, 0)
+    router.bind("inproc://engine-batch")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.SNDHWM, 0)
+    dealer.setsockopt(zmq.RCVHWM, 0)
+    dealer.connect("inproc://engine-batch")
+    monitor = ctx.socket(zmq.PAIR)  # never read: inproc messages carry no fd
+    engine = RouterEngine(mdp_core.Broker(), router, monitor, TransportConfig(),
+                          log=logging.getLogger("test.engine"), clock=time.monotonic)
+    try:
+        n = BATCH + 5
+        for i in range(n):
+            dealer.send_multipart([b"MDPC02", b"\x01", b"mmi.service", b"echo%d" % i])
+        assert engine.turn(time.monotonic()) is False  # BATCH read, the rest waits
+        assert engine.turn(time.monotonic()) is True  # the rest, to zmq.Again
+        assert engine.turn(time.monotonic()) is True  # nothing left
+        replies = [dealer.recv_multipart(zmq.NOBLOCK) for _ in range(n)]
+        assert [r[3] for r in replies] == [b"404"] * n
+        assert [r[2] for r in replies] == [b"mmi.service"] * n
+        dealer.send_multipart([b"MDPC02", b"\x01", b"mmi.service", b"one"])
+        assert engine.turn(time.monotonic()) is True  # one message, ZMQ_EVENTS says no more
+        assert dealer.recv_multipart(zmq.NOBLOCK)[3] == b"404"
+    finally:
+        dealer.close(0)
+        monitor.close(0)
         router.close(0)
 
 

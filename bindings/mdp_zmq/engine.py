@@ -54,7 +54,7 @@ from .glue import (
     log_event,
     recv_routed,
     recv_routed_identified,
-    send_frames,
+    send_routed,
     shorten,
 )
 
@@ -70,6 +70,9 @@ DEALER_BATCH = 64
 
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
+#: pyzmq's getsockopt without ``zmq.Socket.get``'s wrapping of ZMQ_EVENTS in
+#: an enum (a Python-level call per read message, in a profile of the broker).
+_backend_get = zmq.backend.Socket.get
 _NOBLOCK = int(zmq.NOBLOCK)
 _ACCEPTED = int(zmq.EVENT_ACCEPTED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
@@ -225,35 +228,49 @@ class RouterEngine:
             log.warning("refused %s at the handshake on %s", why, shorten(ev.endpoint))
 
     def _read_plain(self, now: float) -> bool:
-        core, tracker, router = self.core, self.tracker, self.router
-        events = router.get
-        for _ in range(BATCH):
+        core, router = self.core, self.router
+        knows = self.tracker.knows
+        item = recv_routed(router)
+        if item is None:
+            return True
+        peer, frames, fd = item
+        if fd < 0 or knows(peer, fd) or self._admit(peer, fd, now):
+            core.receive(peer, frames, now)
+        # One message in: ask ZMQ_EVENTS whether another waits (a raised
+        # zmq.Again costs twice as much, paid per message when requests come
+        # one at a time). Two or more: read until zmq.Again, since every
+        # ZMQ_EVENTS is a syscall and a load that queues messages pays it
+        # per message.
+        if not _backend_get(router, _EVENTS) & _POLLIN:
+            return True
+        for _ in range(BATCH - 1):
             item = recv_routed(router)
             if item is None:
                 return True
             peer, frames, fd = item
-            if fd < 0 or tracker.knows(peer, fd) or self._admit(peer, fd, now):
+            if fd < 0 or knows(peer, fd) or self._admit(peer, fd, now):
                 core.receive(peer, frames, now)
-            # Ask ZMQ_EVENTS whether another message waits rather than let
-            # the next recv fail: a raised zmq.Again costs a few us more,
-            # paid once per message when requests come one at a time.
-            if not int(events(_EVENTS)) & _POLLIN:
-                return True
         return False
 
     def _read_identified(self, now: float) -> bool:
         """:meth:`_read_plain` with each message's identity (CURVE's User-Id)."""
-        core, tracker, router = self.core, self.tracker, self.router
-        events = router.get
-        for _ in range(BATCH):
+        core, router = self.core, self.router
+        knows = self.tracker.knows
+        item = recv_routed_identified(router)
+        if item is None:
+            return True
+        peer, frames, fd, identity = item
+        if fd < 0 or knows(peer, fd) or self._admit(peer, fd, now):
+            core.receive(peer, frames, now, identity)
+        if not _backend_get(router, _EVENTS) & _POLLIN:
+            return True
+        for _ in range(BATCH - 1):
             item = recv_routed_identified(router)
             if item is None:
                 return True
             peer, frames, fd, identity = item
-            if fd < 0 or tracker.knows(peer, fd) or self._admit(peer, fd, now):
+            if fd < 0 or knows(peer, fd) or self._admit(peer, fd, now):
                 core.receive(peer, frames, now, identity)
-            if not int(events(_EVENTS)) & _POLLIN:
-                return True
         return False
 
     def _admit(self, peer: bytes, fd: int, now: float) -> bool:
@@ -295,7 +312,7 @@ class RouterEngine:
         while out := core.outgoing():
             for peer, frames in out:
                 try:
-                    send_frames(router, [peer, *frames])
+                    send_routed(router, peer, frames)
                 except zmq.Again:
                     # The peer's queue is full: the core decides what that
                     # means (requeue a REQUEST, RequestUndelivered for a reply)

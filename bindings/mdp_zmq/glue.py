@@ -29,6 +29,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ._endpoints import as_endpoints, normalize_endpoint, parse_host_port
+from ._frames import recv_routed, recv_routed_identified, send_frames, send_routed
 from ._logging import (
     HandlerError,
     JsonFormatter,
@@ -98,6 +99,7 @@ __all__ = [
     "recv_routed",
     "recv_routed_identified",
     "send_frames",
+    "send_routed",
     "shorten",
     "start_zap",
     "timeout_ms",
@@ -115,9 +117,6 @@ DEALER_MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 HANDSHAKE_FAILURE_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 _monitor_ids = itertools.count(1)
-#: Plain ints: pyzmq's flag enums cost a Python-level call per combination.
-_NOBLOCK = int(zmq.NOBLOCK)
-_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 
 #: ``TransportConfig.max_message_bytes`` by default: 64 MiB per frame.
@@ -438,76 +437,6 @@ def make_dealer(
         dealer.close(0)
         raise
     return dealer, mon
-
-
-def recv_routed(router: zmq.Socket[bytes]) -> tuple[bytes, list[bytes], int] | None:
-    """Receive one message from ``router`` without blocking.
-
-    Returns ``(routing id, frames, fd)`` with the fd read from ``zmq.SRCFD``
-    (-1 if libzmq gave none), or None if nothing is waiting.
-    """
-    # Frame by frame with ``Frame.more`` rather than ``recv_multipart``: the
-    # latter asks getsockopt(RCVMORE) per frame; this halves the per-message
-    # cost on small MDP messages (bench/e2e.py, docs/performance.md).
-    recv = router.recv
-    try:
-        part = recv(_NOBLOCK, copy=False)
-    except zmq.Again:
-        return None
-    peer = part.bytes
-    frames: list[bytes] = []
-    while part.more:  # the rest of a multipart message is already there: never EAGAIN
-        part = recv(_NOBLOCK, copy=False)
-        frames.append(part.bytes)
-    try:
-        fd = int(part.get(zmq.SRCFD))  # from the last frame, as before
-    except zmq.ZMQError:  # pragma: no cover - libzmq without SRCFD
-        fd = -1
-    return peer, frames, fd
-
-
-def recv_routed_identified(
-    router: zmq.Socket[bytes],
-) -> tuple[bytes, list[bytes], int, str | None] | None:
-    """:func:`recv_routed` on a secured ROUTER: ``(routing id, frames, fd,
-    identity)``, the identity being the connection's ``User-Id`` (what the
-    ZAP handler named its key; None if libzmq has none), or None if nothing
-    is waiting."""
-    recv = router.recv
-    try:
-        part = recv(_NOBLOCK, copy=False)
-    except zmq.Again:
-        return None
-    peer = part.bytes
-    frames: list[bytes] = []
-    while part.more:
-        part = recv(_NOBLOCK, copy=False)
-        frames.append(part.bytes)
-    try:
-        fd = int(part.get(zmq.SRCFD))
-    except zmq.ZMQError:  # pragma: no cover - libzmq without SRCFD
-        fd = -1
-    try:
-        identity: str | None = part.get("User-Id")  # type: ignore[assignment] # a str property
-    except zmq.ZMQError:  # pragma: no cover - a connection without ZAP
-        identity = None
-    return peer, frames, fd, identity
-
-
-def send_frames(sock: zmq.Socket[bytes], frames: Sequence[bytes]) -> None:
-    """Send a multipart message without blocking (raises ``zmq.Again`` if full).
-
-    What ``send_multipart(frames, NOBLOCK)`` does, frame by frame with
-    plain int flags: pyzmq's version type-checks every frame and combines
-    enum flags per frame, which costs more than the send on small messages.
-    A ROUTER refuses (EAGAIN/EHOSTUNREACH) on the first frame, so nothing is
-    sent in part.
-    """
-    send = sock.send
-    last = len(frames) - 1
-    for i in range(last):
-        send(frames[i], _MORE_NOBLOCK)
-    send(frames[last], _NOBLOCK)
 
 
 class DealerCore(Protocol):
