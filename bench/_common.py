@@ -7,6 +7,7 @@ processes (by pid) when the script ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -115,11 +116,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def env() -> dict[str, str]:
-    """The environment for children: unbuffered, with the repo importable."""
+def env(first: Sequence[str] = ()) -> dict[str, str]:
+    """The environment for children: unbuffered, with the repo importable
+    (after the directories ``first``, e.g. another checkout to compare with)."""
     e = dict(os.environ)
     e["PYTHONUNBUFFERED"] = "1"
-    extra = [str(ROOT), str(ROOT / "bindings"), str(BENCH)]
+    extra = [*first, str(ROOT), str(ROOT / "bindings"), str(BENCH)]
     if e.get("PYTHONPATH"):
         extra.append(e["PYTHONPATH"])
     e["PYTHONPATH"] = os.pathsep.join(extra)
@@ -132,14 +134,16 @@ class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: Sequence[str], *, stdout: bool = False) -> subprocess.Popen[bytes]:
-        """Start ``argv`` (stdout piped if asked, stderr discarded)."""
+    def start(self, argv: Sequence[str], *, stdout: bool = False, stdin: bool = False,
+              pythonpath: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """Start ``argv`` (stdout and stdin piped if asked, stderr discarded;
+        ``pythonpath`` imported before this checkout)."""
         p = subprocess.Popen(
             list(argv),
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            env=env(),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            env=env(pythonpath),
             cwd=str(ROOT),
         )
         self.procs.append(p)
@@ -154,15 +158,19 @@ class Procs:
         except subprocess.TimeoutExpired:
             os.kill(p.pid, signal.SIGKILL)
             p.wait(5)
-        if p.stdout is not None:
-            _buffers.pop(p.stdout.fileno(), None)
-            p.stdout.close()
+        for stream in (p.stdin, p.stdout):
+            if stream is not None:
+                _buffers.pop(stream.fileno(), None)
+                stream.close()
         if p in self.procs:
             self.procs.remove(p)
 
     def close(self) -> None:
         """Terminate every process still running (SIGTERM, then SIGKILL)."""
         for p in list(self.procs):
+            if p.stdin is not None:
+                with contextlib.suppress(OSError):
+                    p.stdin.close()
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGTERM)
         deadline = time.monotonic() + 3

@@ -28,27 +28,52 @@ started once and kept running; only one is loaded at a time):
   the workers and the load generator on the allow-list), so the same run
   gives round trips/s with CURVE on and off.
 
-The load generator is this process: one DEALER speaking each contender's
-raw frames (MDP/0.2; majortomo's dialect; bare body for the floor), every
-request tagged with a sequence number that the reply echoes.
+The load generator speaks each contender's raw frames (MDP/0.2;
+majortomo's dialect; bare body for the floor), every request tagged with
+a sequence number that the reply echoes.
 
-* ``sequential``: one request in flight; latency-bound.
-* ``concurrent``: a window of ``--window`` requests in flight (pipelined on
-  one DEALER; a new request is sent as each reply arrives); broker-bound.
+* ``sequential``: one request in flight, from one DEALER in this process;
+  latency-bound.
+* ``concurrent``: a window of ``--window`` requests in flight (a new request
+  is sent as each reply arrives), split over ``--loaders`` load processes
+  (``raw_client.py --commands``, one DEALER each, started together; 0: one
+  DEALER in this process, as before); broker-bound.
+
+Scenarios (``--scenario``): ``classic`` (the default: 2 echo workers, 100
+in flight, the setup of the first report, where every MDP broker waits on
+MDP's one-request-per-worker rule) and ``broker-bound`` (8 echo workers,
+200 in flight: enough workers that the broker itself is the limit);
+``--workers``/``--window`` override either. Workers run ``--worker-procs``
+to a process at most (``raw_worker.py --count``), so that 128 workers
+do not need 128 processes.
 
 Each round measures every contender in turn (ABAB), sequential first, then
 concurrent. Reported: medians over rounds of round trips/s, p50 and p99
-latency, the broker process's CPU time per round trip (from
-/proc/<pid>/stat), and the median of the per-round ratios to the floor.
+latency, the CPU time per round trip of the broker process (all threads,
+from /proc/<pid>/stat), of the load generator and of the workers (so a
+reader sees which had headroom), and the median of the per-round ratios
+to the floors.
 
-Run: ``python bench/e2e.py`` (see ``--help``); ``python bench/e2e.py --curve
---contenders mdp_zmq mdp_async-trio`` for CURVE on vs off.
+``--baseline DIR`` adds ``mdp_zmq@before``: the same broker from another
+checkout (``git worktree add DIR REV``, or ``git archive REV | tar -x -C
+DIR``), so a change is measured before/after in one interleaved run.
+
+``--sweep 1 2 8 32 128`` measures instead the concurrent round trips/s of
+every contender against the number of workers (window ``max(--window, 2 x
+workers)``), each worker count with fresh processes, and charts it
+(``--sweep-chart``).
+
+Run: ``python bench/e2e.py`` (see ``--help``); ``python bench/e2e.py
+--scenario broker-bound``; ``python bench/e2e.py --curve --contenders
+mdp_zmq mdp_async-trio`` for CURVE on vs off.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -58,13 +83,26 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
-from _common import PY, Procs, fmt_num, md_table, med, pct, pyplot, save_json, wait_line
+from _common import (
+    PY,
+    Procs,
+    fmt_num,
+    md_table,
+    med,
+    pct,
+    pyplot,
+    read_line,
+    save_json,
+    wait_line,
+)
 
 C02 = b"MDPC02"
 CONTENDERS = ["floor", "floor-lru", "mdp_zmq", "mdp_async-trio", "mdp_async-asyncio",
               "mdp_gevent", "majortomo", "majortomo-quiet"]
 ASYNC = {"mdp_async-trio": "trio", "mdp_async-asyncio": "asyncio"}
 METERED = "mdp_zmq-metrics"
+BEFORE = "mdp_zmq@before"  # mdp_zmq from --baseline DIR
+SCENARIOS = {"classic": (2, 100), "broker-bound": (8, 200)}  # workers, window
 #: Our brokers other than the blocking one, each compared with it in the same run.
 DRIVERS = [*ASYNC, "mdp_gevent"]
 CURVE = "+curve"  # suffix of a contender run with CURVE on (--curve)
@@ -123,6 +161,8 @@ class Contender:
     dialect: str  # raw_worker.py --dialect
     make: Callable[[bytes], list[bytes]]  # tag -> request frames
     broker_pid: int = 0
+    worker_pids: list[int] = field(default_factory=list)
+    loaders: list[subprocess.Popen[bytes]] = field(default_factory=list)
     metrics_url: str | None = None  # mdp_zmq-metrics: its /metrics
     delivered_counted: int = 0  # what its /metrics said after the last round
     sock: zmq.Socket[bytes] | None = None
@@ -144,12 +184,31 @@ def request_maker(dialect: str) -> Callable[[bytes], list[bytes]]:
     return lambda tag: [tag]
 
 
-def start(procs: Procs, name: str, tmp: str, workers: int, keys: Keys | None = None
+@dataclass
+class Setup:
+    """How each contender is loaded: its workers and its load generators."""
+
+    workers: int = 2
+    worker_procs: int = 2  # processes the workers are spread over, at most
+    loaders: int = 0  # load processes for the concurrent mode (0: this process)
+    baseline: str | None = None  # the checkout mdp_zmq@before runs from
+
+
+def spread(n: int, procs: int) -> list[int]:
+    """``n`` workers over at most ``procs`` processes, as evenly as possible."""
+    k = max(1, min(n, procs))
+    return [n // k + (i < n % k) for i in range(k)]
+
+
+def start(procs: Procs, name: str, tmp: str, setup: Setup | int, keys: Keys | None = None
           ) -> Contender:
-    """Start contender ``name``'s broker and workers; return it (not yet probed).
+    """Start contender ``name``'s broker, workers and load processes; return it
+    (not yet probed). ``setup`` may be just the number of workers.
 
     A name ending in ``+curve`` runs that broker with CURVE (``keys``).
     """
+    if isinstance(setup, int):
+        setup = Setup(workers=setup, worker_procs=setup)
     port_ep = "tcp://127.0.0.1:*"
     curve = name.endswith(CURVE)
     secure = keys.broker_args() if curve and keys is not None else []
@@ -160,10 +219,12 @@ def start(procs: Procs, name: str, tmp: str, workers: int, keys: Keys | None = N
         assert b.stdout is not None
         ep = wait_line(b.stdout, "listening ", 10).split()[1]
         dialect = "floor"
-    elif base in ("mdp_zmq", METERED):
+    elif base in ("mdp_zmq", METERED, BEFORE):
         extra = ["--metrics", "127.0.0.1:0"] if name == METERED else []
+        before = setup.baseline if name == BEFORE and setup.baseline else None
+        path = [before, str(Path(before) / "bindings")] if before else []
         b = procs.start([PY, "-m", "mdp_zmq", "broker", "--bind", port_ep, *extra, *secure],
-                        stdout=True)
+                        stdout=True, pythonpath=path)
         assert b.stdout is not None
         url = wait_line(b.stdout, "mdp broker metrics on ", 10).split()[-1] if extra else None
         ep = wait_line(b.stdout, "mdp broker listening on ", 10).split()[-1]
@@ -190,11 +251,20 @@ def start(procs: Procs, name: str, tmp: str, workers: int, keys: Keys | None = N
     if name == METERED:
         c.metrics_url = url
     worker_args = keys.peer_args("worker") if curve and keys is not None else []
-    for _ in range(workers):
-        w = procs.start([PY, "bench/raw_worker.py", ep, "--dialect", dialect, *worker_args],
-                        stdout=True)
+    for count in spread(setup.workers, setup.worker_procs):
+        w = procs.start([PY, "bench/raw_worker.py", ep, "--dialect", dialect,
+                         "--count", str(count), *worker_args], stdout=True)
         assert w.stdout is not None
         wait_line(w.stdout, "ready", 10)
+        c.worker_pids.append(w.pid)
+    if not curve:  # the load processes speak plain ZMTP
+        for _ in range(setup.loaders):
+            ld = procs.start([PY, "bench/raw_client.py", ep, "--dialect", dialect,
+                              "--commands"], stdout=True, stdin=True)
+            c.loaders.append(ld)
+        for ld in c.loaders:
+            assert ld.stdout is not None
+            wait_line(ld.stdout, "ready", 20)
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
@@ -223,13 +293,18 @@ def probe(c: Contender, warmup: float, timeout: float = 15.0) -> None:
     sequential(c, warmup)
 
 
+def workers_cpu(c: Contender) -> float:
+    """CPU seconds of ``c``'s worker processes so far."""
+    return sum(cpu_seconds(pid) for pid in c.worker_pids)
+
+
 def sequential(c: Contender, seconds: float) -> dict[str, float]:
     """One request in flight for ``seconds``: round trips/s, latencies (s)."""
     s = c.sock
     assert s is not None
     send, recv, make, clock = s.send_multipart, s.recv_multipart, c.make, time.perf_counter
     lat: list[float] = []
-    cpu0 = cpu_seconds(c.broker_pid)
+    cpu0, wcpu0, lcpu0 = cpu_seconds(c.broker_pid), workers_cpu(c), time.process_time()
     start = clock()
     stop = start + seconds
     while True:
@@ -243,19 +318,31 @@ def sequential(c: Contender, seconds: float) -> dict[str, float]:
         lat.append(t1 - t0)
         if t1 >= stop:
             break
+    return result(c, lat, t1 - start, cpu0, wcpu0, time.process_time() - lcpu0)
+
+
+def result(c: Contender, lat: list[float], span: float, cpu0: float, wcpu0: float,
+           load_cpu: float) -> dict[str, float]:
+    """One measurement's figures: round trips/s, latencies (s), CPU us per
+    round trip of the broker, the workers and the load generator."""
+    n = len(lat)
     cpu = cpu_seconds(c.broker_pid) - cpu0
-    return {"rps": len(lat) / (t1 - start), "n": len(lat), "p50": pct(lat, 50),
-            "p99": pct(lat, 99), "cpu_us": 1e6 * cpu / len(lat), "lat": lat}  # type: ignore[dict-item]
+    wcpu = workers_cpu(c) - wcpu0
+    return {"rps": n / span, "n": n, "p50": pct(lat, 50), "p99": pct(lat, 99),
+            "cpu_us": 1e6 * cpu / n, "workers_cpu_us": 1e6 * wcpu / n,
+            "load_cpu_us": 1e6 * load_cpu / n, "lat": lat}  # type: ignore[dict-item]
 
 
 def concurrent(c: Contender, seconds: float, window: int) -> dict[str, float]:
     """``window`` requests in flight for ``seconds``: round trips/s, latencies (s)."""
+    if c.loaders:
+        return concurrent_loaders(c, seconds, window)
     s = c.sock
     assert s is not None
     send, recv, make, clock = s.send_multipart, s.recv_multipart, c.make, time.perf_counter
     sent: dict[bytes, float] = {}
     lat: list[float] = []
-    cpu0 = cpu_seconds(c.broker_pid)
+    cpu0, wcpu0, lcpu0 = cpu_seconds(c.broker_pid), workers_cpu(c), time.process_time()
     start = clock()
     stop = start + seconds
     for _ in range(window):
@@ -274,9 +361,31 @@ def concurrent(c: Contender, seconds: float, window: int) -> dict[str, float]:
             tag = c.tag()
             sent[tag] = t
             send(make(tag))
-    cpu = cpu_seconds(c.broker_pid) - cpu0
-    return {"rps": len(lat) / (t - start), "n": len(lat), "p50": pct(lat, 50),
-            "p99": pct(lat, 99), "cpu_us": 1e6 * cpu / len(lat), "lat": lat}  # type: ignore[dict-item]
+    return result(c, lat, t - start, cpu0, wcpu0, time.process_time() - lcpu0)
+
+
+def concurrent_loaders(c: Contender, seconds: float, window: int) -> dict[str, float]:
+    """:func:`concurrent` with the window split over ``c``'s load processes,
+    started together; the span is the longest of theirs."""
+    shares = spread(window, len(c.loaders))
+    cpu0, wcpu0 = cpu_seconds(c.broker_pid), workers_cpu(c)
+    for ld, share in zip(c.loaders, shares, strict=False):
+        assert ld.stdin is not None
+        ld.stdin.write(f"run {seconds} {share}\n".encode())
+        ld.stdin.flush()
+    lat: list[float] = []
+    span = load_cpu = 0.0
+    for ld in c.loaders[:len(shares)]:
+        assert ld.stdout is not None
+        line = read_line(ld.stdout, seconds + 30)
+        if line is None:
+            raise RuntimeError(f"{c.name}: a load process did not report within "
+                               f"{seconds + 30:g}s")
+        r = json.loads(line)
+        lat += [x * 1e-6 for x in r["lat_us"]]
+        span = max(span, r["seconds"])
+        load_cpu += r["cpu"]
+    return result(c, lat, span, cpu0, wcpu0, load_cpu)
 
 
 def summarize(cs: list[Contender], mode: str) -> tuple[str, dict[str, dict[str, float]]]:
@@ -295,20 +404,23 @@ def summarize(cs: list[Contender], mode: str) -> tuple[str, dict[str, dict[str, 
                     pairs = zip(runs, fr, strict=True)
                     m[f"{k}_ratio{suffix}"] = med([r[k] / f[k] for r, f in pairs])
         out[c.name] = m
+        for k in ("workers_cpu_us", "load_cpu_us"):
+            m[k] = med([r.get(k, nan) for r in runs])
         rows.append([
             c.name, fmt_num(m["rps"]), f"{m.get('rps_ratio', nan):.2f}",
             f"{m.get('rps_ratio_lru', nan):.2f}",
             f"{m['p50'] * 1e6:.0f}", f"{m.get('p50_ratio', nan):.2f}",
             f"{m['p99'] * 1e6:.0f}", f"{m.get('p99_ratio', nan):.2f}",
-            f"{m['cpu_us']:.1f}",
+            f"{m['cpu_us']:.1f}", f"{m['workers_cpu_us']:.1f}", f"{m['load_cpu_us']:.1f}",
         ])
     table = md_table(["broker", "round trips/s", "x floor", "x floor-lru", "p50 us", "x floor",
-                      "p99 us", "x floor", "broker CPU us/rt"], rows)
+                      "p99 us", "x floor", "broker CPU us/rt", "workers CPU us/rt",
+                      "load CPU us/rt"], rows)
     return table, out
 
 
 def chart(path: str, cs: list[Contender], summary: dict[str, dict[str, dict[str, float]]],
-          window: int) -> None:
+          window: int, workers: int) -> None:
     """Sequential latency CDF per contender, and round trips/s per mode."""
     plt = pyplot()
     if plt is None:
@@ -345,7 +457,7 @@ def chart(path: str, cs: list[Contender], summary: dict[str, dict[str, dict[str,
     ax2.bar([i + 0.2 for i in x], con, 0.4, label=f"concurrent ({window} in flight)")
     ax2.set_xticks(list(x), names, fontsize=8)
     ax2.set_ylabel("round trips/s (median)")
-    ax2.set_title("throughput, loopback tcp, 2 echo workers")
+    ax2.set_title(f"throughput, loopback tcp, {workers} echo workers")
     ax2.grid(True, axis="y", alpha=0.3)
     ax2.legend(fontsize=8)
     fig.tight_layout()
@@ -363,14 +475,34 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                    "overhead of metrics, on vs off")
     p.add_argument("--seconds", type=float, default=2.0, help="per measurement [2.0]")
     p.add_argument("--rounds", type=int, default=5, help="ABAB rounds [5]")
-    p.add_argument("--window", type=int, default=100, help="requests in flight, concurrent [100]")
-    p.add_argument("--workers", type=int, default=2, help="echo workers per broker [2]")
+    p.add_argument("--scenario", choices=list(SCENARIOS), default="classic",
+                   help="classic: 2 workers, 100 in flight; broker-bound: 8 workers, 200 in "
+                   "flight [classic]")
+    p.add_argument("--window", type=int, help="requests in flight, concurrent [scenario's]")
+    p.add_argument("--workers", type=int, help="echo workers per broker [scenario's]")
+    p.add_argument("--worker-procs", type=int, default=os.cpu_count() or 2,
+                   help="processes the workers are spread over, at most [nproc]")
+    p.add_argument("--loaders", type=int, default=os.cpu_count() or 2,
+                   help="load processes for the concurrent mode; 0: this process [nproc]")
+    p.add_argument("--baseline", metavar="DIR",
+                   help=f"also run {BEFORE}: mdp_zmq from the checkout in DIR")
+    p.add_argument("--sweep", type=int, nargs="+", metavar="WORKERS",
+                   help="instead: concurrent round trips/s against these worker counts")
+    p.add_argument("--sweep-chart", help="write the sweep's PNG here")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--chart", help="write the latency/throughput PNG here")
     p.add_argument("--curve", action="store_true",
                    help="also run each of our brokers with CURVE on (<name>+curve)")
     a = p.parse_args(argv)
+    workers, window = SCENARIOS[a.scenario]
+    a.workers = workers if a.workers is None else a.workers
+    a.window = window if a.window is None else a.window
+    setup = Setup(a.workers, a.worker_procs, a.loaders, a.baseline)
     names = list(a.contenders)
+    if a.baseline:
+        names.insert(names.index("mdp_zmq") + 1 if "mdp_zmq" in names else len(names), BEFORE)
+    if a.sweep:
+        return sweep(a, names, setup)
     if a.metrics:
         names = [*names, "mdp_zmq"] if "mdp_zmq" not in names else names
         names.insert(names.index("mdp_zmq") + 1, METERED)
@@ -378,7 +510,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         names += [n + CURVE for n in a.contenders if n == "mdp_zmq" or n in ASYNC]
     with Procs() as procs, tempfile.TemporaryDirectory() as tmp:
         keys = Keys.make(tmp) if a.curve else None
-        cs = [start(procs, name, tmp, a.workers, keys) for name in names]
+        cs = [start(procs, name, tmp, setup, keys) for name in names]
         for c in cs:
             probe(c, min(0.3, a.seconds))
             c.results = {"sequential": [], "concurrent": []}
@@ -397,10 +529,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for mode in ("sequential", "concurrent"):
         table, summary[mode] = summarize(cs, mode)
-        extra = f", window {a.window}" if mode == "concurrent" else ""
-        print(f"\n{mode} ({a.rounds} rounds x {a.seconds:g}s{extra}; medians)\n{table}")
+        extra = (f", window {a.window} over {max(1, a.loaders)} load process(es)"
+                 if mode == "concurrent" else "")
+        print(f"\n{mode} ({a.rounds} rounds x {a.seconds:g}s, {a.workers} workers{extra}; "
+              f"medians)\n{table}")
     if a.chart:
-        chart(a.chart, cs, summary, a.window)
+        chart(a.chart, cs, summary, a.window, a.workers)
     verdict = targets(cs)
     overhead = metrics_overhead(cs)
     for line in [*verdict["lines"], *overhead["lines"]]:  # type: ignore[misc]
@@ -444,9 +578,14 @@ def metrics_overhead(cs: list[Contender]) -> dict[str, object]:
 
 def paired(cs: list[Contender], mode: str, a: str, b: str) -> float:
     """Median over rounds of ``a``'s round trips/s divided by ``b``'s, same round."""
+    return paired_key(cs, mode, a, b, "rps")
+
+
+def paired_key(cs: list[Contender], mode: str, a: str, b: str, key: str) -> float:
+    """Median over rounds of ``a``'s figure ``key`` divided by ``b``'s, same round."""
     by = {c.name: c for c in cs}
     pairs = zip(by[a].results[mode], by[b].results[mode], strict=True)
-    return med([x["rps"] / y["rps"] for x, y in pairs])
+    return med([x[key] / y[key] for x, y in pairs])
 
 
 def targets(cs: list[Contender]) -> dict[str, object]:
@@ -488,12 +627,96 @@ def targets(cs: list[Contender]) -> dict[str, object]:
         if maj in names:
             check(f"seq_vs_{maj}", "sequential", maj, 1.0, strict=True)
             check(f"con_vs_{maj}", "concurrent", maj, 2.0)
+    if "floor-lru" in names:
+        # issue 14: close to the floor, and no more broker CPU per round trip.
+        check("seq_vs_floor_lru_0.9", "sequential", "floor-lru", 0.9)
+        check("con_vs_floor_lru_0.9", "concurrent", "floor-lru", 0.9)
+        for mode, short in (("sequential", "seq"), ("concurrent", "con")):
+            r = paired_key(cs, mode, "mdp_zmq", "floor-lru", "cpu_us")
+            out[f"{short}_cpu_vs_floor_lru"] = r
+            lines.append(f"{mode}: broker CPU per round trip, mdp_zmq = {r:.2f} x floor-lru "
+                         f"(target <= 1): {'MET' if r <= 1 else 'MISSED'}")
+    if BEFORE in names:
+        for mode, short in (("sequential", "seq"), ("concurrent", "con")):
+            r = paired(cs, mode, "mdp_zmq", BEFORE)
+            cpu = paired_key(cs, mode, "mdp_zmq", BEFORE, "cpu_us")
+            out[f"{short}_vs_before"] = r
+            out[f"{short}_cpu_vs_before"] = cpu
+            lines.append(f"{mode}: mdp_zmq = {r:.2f} x {BEFORE} round trips/s, broker CPU "
+                         f"per round trip {cpu:.2f} x (for reference)")
     if "floor-lru" in names and "majortomo-quiet" in names:
+        cpu = paired_key(cs, "concurrent", "majortomo-quiet", "floor-lru", "cpu_us")
+        out["con_cpu_majortomo_quiet_vs_floor_lru"] = cpu
+        lines.append(f"concurrent: for reference, majortomo-quiet's broker CPU per round trip "
+                     f"= {cpu:.2f} x floor-lru's")
         r = paired(cs, "concurrent", "floor-lru", "majortomo-quiet")
         out["con_floor_lru_vs_majortomo_quiet"] = r
         lines.append(f"concurrent: for reference, floor-lru = {r:.2f} x majortomo-quiet "
                      "(the most any broker with MDP's one-request-per-worker rule could reach)")
     return out
+
+
+def sweep(a: argparse.Namespace, names: list[str], setup: Setup) -> dict[str, object]:
+    """Concurrent round trips/s of every contender against the number of
+    workers: per count, fresh processes, ``a.rounds`` ABAB rounds."""
+    points: dict[str, dict[int, dict[str, float]]] = {n: {} for n in names}
+    for workers in a.sweep:
+        window = max(a.window, 2 * workers)
+        s = Setup(workers, setup.worker_procs, setup.loaders, setup.baseline)
+        with Procs() as procs, tempfile.TemporaryDirectory() as tmp:
+            cs = [start(procs, name, tmp, s) for name in names]
+            for c in cs:
+                probe(c, min(0.3, a.seconds))
+                c.results = {"concurrent": []}
+            for _ in range(a.rounds):
+                for c in cs:
+                    c.results["concurrent"].append(concurrent(c, a.seconds, window))
+            for c in cs:
+                assert c.sock is not None
+                c.sock.close(0)
+                runs = c.results["concurrent"]
+                points[c.name][workers] = {
+                    k: med([r[k] for r in runs])
+                    for k in ("rps", "cpu_us", "workers_cpu_us", "load_cpu_us")}
+        print(f"{workers} workers (window {window}) done", flush=True)
+    rows = [[n, *(fmt_num(points[n][w]["rps"]) for w in a.sweep),
+             *(f"{points[n][w]['cpu_us']:.1f}" for w in a.sweep)] for n in names]
+    print(f"\nconcurrent round trips/s against workers ({a.rounds} rounds x {a.seconds:g}s; "
+          "medians), then broker CPU us/rt\n" + md_table(
+              ["broker", *(f"{w} workers" for w in a.sweep),
+               *(f"CPU us/rt, {w}" for w in a.sweep)], rows))
+    if a.sweep_chart:
+        sweep_chart(a.sweep_chart, points, a.sweep)
+    result: dict[str, object] = {"params": vars(a), "sweep": {
+        n: {str(w): v for w, v in p.items()} for n, p in points.items()}}
+    save_json(a.json, {"e2e_sweep": result})
+    return result
+
+
+def sweep_chart(path: str, points: dict[str, dict[int, dict[str, float]]],
+                counts: list[int]) -> None:
+    """Round trips/s and broker CPU per round trip against workers, per contender."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, p in points.items():
+        ax1.plot(counts, [p[w]["rps"] for w in counts], marker="o", label=name)
+        ax2.plot(counts, [p[w]["cpu_us"] for w in counts], marker="o", label=name)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xticks(counts, [str(w) for w in counts])
+        ax.set_xlabel("echo workers (log)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    ax1.set_ylabel("round trips/s (median)")
+    ax1.set_title("concurrent (window max(200, 2 x workers)): throughput")
+    ax2.set_ylabel("broker CPU us per round trip (median)")
+    ax2.set_title("broker CPU per round trip")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"chart written to {path}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ until it is killed. Prints ``ready`` once READY is queued. With
 Given several endpoints (MDP dialects), it holds one DEALER per broker
 and serves whichever has a request (the multi-broker topology of
 ``bench/brokers.py``); with one it blocks in ``recv`` as before.
+``--count N`` makes it N workers in one process (N DEALERs per endpoint,
+each a worker of its own, served as they become readable), so that many
+workers do not need many processes (``bench/e2e.py --workers 128``).
 
 Run: ``python bench/raw_worker.py tcp://127.0.0.1:5555 --dialect mdp02``.
 """
@@ -34,6 +37,13 @@ import zmq
 import zmq.auth
 
 W02 = b"MDPW02"
+
+
+def serve_floor(wait: Callable[[], list[zmq.Socket[bytes]]]) -> None:
+    """The floor's worker: send every message back unchanged, forever."""
+    while True:
+        for sock in wait():
+            sock.send_multipart(sock.recv_multipart())
 
 
 def serve(wait: Callable[[], list[zmq.Socket[bytes]]], prefix: list[bytes], victim: bool
@@ -66,10 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--role", choices=["echo", "victim"], default="echo")
     p.add_argument("--curve-secret", help="CURVE: this worker's secret key file")
     p.add_argument("--broker-key", help="CURVE: the broker's public key file")
+    p.add_argument("--count", type=int, default=1, help="workers in this process [1]")
     a = p.parse_args(argv)
     ctx = zmq.Context()
     socks = []
-    for endpoint in a.endpoint:
+    for endpoint in [e for e in a.endpoint for _ in range(a.count)]:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         if a.curve_secret:
@@ -81,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         socks.append(sock)
     service = a.service.encode()
     victim = a.role == "victim"
-    if len(socks) > 1 and (victim or a.dialect == "floor"):
-        p.error("several endpoints: MDP dialects and --role echo only")
+    if len(socks) > 1 and victim:
+        p.error("several workers: --role echo only")
     if len(socks) == 1:
         def wait() -> list[zmq.Socket[bytes]]:
             return socks
@@ -94,13 +105,12 @@ def main(argv: list[str] | None = None) -> None:
         def wait() -> list[zmq.Socket[bytes]]:
             return [s for s, _ in poller.poll()]
     if a.dialect == "floor":
-        sock.send_multipart([b"READY"])
+        for sock in socks:
+            sock.send_multipart([b"READY"])
         print("ready", flush=True)
-        while True:
-            msg = sock.recv_multipart()
-            if victim:
-                break
-            sock.send_multipart(msg)
+        if not victim:
+            serve_floor(wait)
+        sock.recv_multipart()
     else:
         prefix = [W02] if a.dialect == "mdp02" else [b"", W02]
         for sock in socks:
