@@ -9,6 +9,9 @@ started once and kept running; only one is loaded at a time):
   dispatch rule only (one request per worker at a time, a FIFO queue in the
   broker, LRU idle workers): the floor for any MDP broker when many
   requests are in flight;
+* ``floor-lru-mdp``: ``floor_broker.py --mdp``, the ``floor-lru`` loop on
+  MDP/0.2's frames (the workers and load generator speak MDP/0.2 to it):
+  what the protocol's frames cost before any protocol work;
 * ``mdp_zmq``: our blocking broker, ``python -m mdp_zmq broker`` (CLI defaults);
 * ``mdp_async-trio``, ``mdp_async-asyncio``: our async broker
   (``bench/async_broker_proc.py``: ``anyio.run(mdp_async.Broker(...).serve)``
@@ -97,8 +100,8 @@ from _common import (
 )
 
 C02 = b"MDPC02"
-CONTENDERS = ["floor", "floor-lru", "mdp_zmq", "mdp_async-trio", "mdp_async-asyncio",
-              "mdp_gevent", "majortomo", "majortomo-quiet"]
+CONTENDERS = ["floor", "floor-lru", "floor-lru-mdp", "mdp_zmq", "mdp_async-trio",
+              "mdp_async-asyncio", "mdp_gevent", "majortomo", "majortomo-quiet"]
 ASYNC = {"mdp_async-trio": "trio", "mdp_async-asyncio": "asyncio"}
 METERED = "mdp_zmq-metrics"
 BEFORE = "mdp_zmq@before"  # mdp_zmq from --baseline DIR
@@ -213,12 +216,12 @@ def start(procs: Procs, name: str, tmp: str, setup: Setup | int, keys: Keys | No
     curve = name.endswith(CURVE)
     secure = keys.broker_args() if curve and keys is not None else []
     base = name.removesuffix(CURVE)
-    if name in ("floor", "floor-lru"):
-        lru = ["--lru"] if name == "floor-lru" else []
-        b = procs.start([PY, "bench/floor_broker.py", port_ep, *lru], stdout=True)
+    if name in ("floor", "floor-lru", "floor-lru-mdp"):
+        flag = {"floor": [], "floor-lru": ["--lru"], "floor-lru-mdp": ["--mdp"]}[name]
+        b = procs.start([PY, "bench/floor_broker.py", port_ep, *flag], stdout=True)
         assert b.stdout is not None
         ep = wait_line(b.stdout, "listening ", 10).split()[1]
-        dialect = "floor"
+        dialect = "mdp02" if name == "floor-lru-mdp" else "floor"
     elif base in ("mdp_zmq", METERED, BEFORE):
         extra = ["--metrics", "127.0.0.1:0"] if name == METERED else []
         before = setup.baseline if name == BEFORE and setup.baseline else None
@@ -627,6 +630,13 @@ def targets(cs: list[Contender]) -> dict[str, object]:
         if maj in names:
             check(f"seq_vs_{maj}", "sequential", maj, 1.0, strict=True)
             check(f"con_vs_{maj}", "concurrent", maj, 2.0)
+    if "floor-lru-mdp" in names:
+        for mode, short in (("sequential", "seq"), ("concurrent", "con")):
+            r = paired(cs, mode, "mdp_zmq", "floor-lru-mdp")
+            cpu = paired_key(cs, mode, "mdp_zmq", "floor-lru-mdp", "cpu_us")
+            out[f"{short}_vs_floor_lru_mdp"] = r
+            lines.append(f"{mode}: for reference, mdp_zmq = {r:.2f} x floor-lru-mdp round "
+                         f"trips/s, broker CPU per round trip {cpu:.2f} x")
     if "floor-lru" in names:
         # issue 14: close to the floor, and no more broker CPU per round trip.
         check("seq_vs_floor_lru_0.9", "sequential", "floor-lru", 0.9)
