@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
 
 import zmq
 
@@ -39,6 +39,9 @@ __all__ = ["Broker"]
 log = logging.getLogger("mdp_zmq.broker")
 
 _POLLIN = int(zmq.POLLIN)
+_FD = int(zmq.FD)
+_EVENTS = int(zmq.EVENTS)
+_backend_get = zmq.backend.Socket.get  # without zmq.Socket.get's enum for ZMQ_EVENTS
 
 
 class Broker(Runner, EngineViews):
@@ -152,36 +155,58 @@ class Broker(Runner, EngineViews):
     def _loop(self) -> None:
         engine, router, monitor, clock = self.engine, self._router, self._monitor, self.clock
         waker = self._waker.fileno()
-        # zmq.zmq_poll on a list built once: what zmq.Poller.poll does,
-        # without its per-call argument handling and the dict built from its
-        # result. With one request in flight the loop turns once per message.
-        items: list[tuple[Any, int]] = [(router, _POLLIN), (monitor, _POLLIN), (waker, _POLLIN)]
         zap = self._zap.socket if self._zap is not None else None
+        # A poll(2) on the sockets' zmq.FD, not zmq_poll: zmq_poll makes a
+        # first non-blocking pass and asks every socket's ZMQ_EVENTS before
+        # and after it blocks, about ten syscalls per wake-up where this
+        # needs two (strace, docs/performance.md). A zmq.FD only says that
+        # the socket's mailbox has news, and any call into the socket may
+        # take that news: so each socket is left in a state where its fd is
+        # the whole truth before the poll (see _pending).
+        router_fd, monitor_fd = int(router.get(_FD)), int(monitor.get(_FD))
+        poller = select.poll()
+        for fd in (router_fd, monitor_fd, waker):
+            poller.register(fd, _POLLIN)
+        zap_fd = -1
         if zap is not None:
-            items.append((zap, _POLLIN))
-        poll = zmq.zmq_poll
+            zap_fd = int(zap.get(_FD))
+            poller.register(zap_fd, _POLLIN)
+        poll = poller.poll
         self._loop_ident = threading.get_ident()
+        engine.monitor_ready()  # from here on the monitor is read to zmq.Again
+        readable = True  # the ROUTER may hold messages from before the loop
         while not self._closing:
             # One deadline per turn: one that the messages read below bring
             # forward is met on the next turn (its poll won't wait).
             wait = timeout_ms(engine.wake_at(), clock())
-            router_ready = monitor_ready = woken = False
-            for item, _ in poll(items, -1 if wait is None else wait):
-                if item is router:
+            if readable:
+                wait = 0
+            router_ready = readable
+            monitor_ready = woken = False
+            for fd, _ in poll(-1 if wait is None else wait):
+                if fd == router_fd:
                     router_ready = True
-                elif item is monitor:
+                elif fd == monitor_fd:
                     monitor_ready = True
-                elif item is zap:
+                elif fd == zap_fd:
                     engine.zap_ready()
                 else:
                     woken = True
             if monitor_ready:
                 engine.monitor_ready()
-            engine.turn(clock(), router_ready)
+            drained = engine.turn(clock(), router_ready)
             if woken:
                 self._waker.clear()
                 if self._asks:
                     self._answer_asks()
+            # The turn's sends may have taken a "message arrived" note from
+            # the ROUTER's mailbox: ask it (one ZMQ_EVENTS) whether a message
+            # waits. The monitor is always read to zmq.Again, so its fd tells
+            # the truth; the ZAP socket is read a batch at a time.
+            readable = not drained or bool(_backend_get(router, _EVENTS) & _POLLIN)
+            if zap is not None and _backend_get(zap, _EVENTS) & _POLLIN:
+                engine.zap_ready()
+                readable = True
 
     # --------------------------------------------------------------- shutdown
 
