@@ -54,11 +54,40 @@ def test_e2e_bench_measures_every_contender_against_the_floor(tmp_path: Path) ->
                       "--workers", "1", "--window", "10", "--json", str(tmp_path / "e2e.json")])
     summary = json.loads((tmp_path / "e2e.json").read_text())["e2e"]["summary"]
     for mode in ("sequential", "concurrent"):
-        assert set(summary[mode]) == {"floor", "floor-lru", "mdp_zmq", "mdp_async-trio",
-                                      "mdp_async-asyncio", "mdp_gevent", "majortomo",
-                                      "majortomo-quiet"}
+        assert set(summary[mode]) == {"floor", "floor-lru", "floor-lru-mdp", "mdp_zmq",
+                                      "mdp_async-trio", "mdp_async-asyncio", "mdp_gevent",
+                                      "majortomo", "majortomo-quiet"}
         assert all(m["rps"] > 0 for m in summary[mode].values())
     assert "x floor" in out
+
+
+def test_e2e_bench_broker_bound_scenario_reports_every_cpu_and_a_baseline(
+    tmp_path: Path,
+) -> None:
+    # The baseline is this checkout itself: mdp_zmq@before runs beside mdp_zmq.
+    out = run_script([str(BENCH / "e2e.py"), "--scenario", "broker-bound", "--contenders",
+                      "floor-lru", "mdp_zmq", "--baseline", str(ROOT), "--seconds", "0.1",
+                      "--rounds", "1", "--json", str(tmp_path / "e2e.json")], timeout=90)
+    data = json.loads((tmp_path / "e2e.json").read_text())["e2e"]
+    assert data["params"]["workers"] == 8 and data["params"]["window"] == 200
+    for mode in ("sequential", "concurrent"):
+        assert set(data["summary"][mode]) == {"floor-lru", "mdp_zmq", "mdp_zmq@before"}
+        for m in data["summary"][mode].values():
+            assert m["rps"] > 0 and m["cpu_us"] > 0
+            assert m["workers_cpu_us"] > 0 and m["load_cpu_us"] > 0
+    assert "con_cpu_vs_floor_lru" in data["targets"] and "con_vs_before" in data["targets"]
+    assert "load CPU us/rt" in out and "over 2 load process(es)" in out
+
+
+def test_e2e_bench_sweeps_round_trips_against_workers(tmp_path: Path) -> None:
+    run_script([str(BENCH / "e2e.py"), "--sweep", "1", "3", "--contenders", "floor-lru",
+                "mdp_zmq", "--seconds", "0.1", "--rounds", "1", "--window", "10",
+                "--json", str(tmp_path / "s.json"), "--sweep-chart", str(tmp_path / "s.png")],
+               timeout=90)
+    sweep = json.loads((tmp_path / "s.json").read_text())["e2e_sweep"]["sweep"]
+    assert set(sweep) == {"floor-lru", "mdp_zmq"}
+    assert all(sweep[n][w]["rps"] > 0 for n in sweep for w in ("1", "3"))
+    assert (tmp_path / "s.png").stat().st_size > 0
 
 
 def test_e2e_bench_compares_metrics_on_and_off(tmp_path: Path) -> None:
