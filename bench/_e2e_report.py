@@ -175,7 +175,7 @@ def targets(cs: list[Contender]) -> dict[str, object]:
 
 
 def sweep_chart(path: str, points: dict[str, dict[int, dict[str, float]]],
-                counts: list[int]) -> None:
+                counts: list[int], window: int) -> None:
     """Round trips/s and broker CPU per round trip against workers, per contender."""
     plt = pyplot()
     if plt is None:
@@ -191,7 +191,7 @@ def sweep_chart(path: str, points: dict[str, dict[int, dict[str, float]]],
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     ax1.set_ylabel("round trips/s (median)")
-    ax1.set_title("concurrent (window max(200, 2 x workers)): throughput")
+    ax1.set_title(f"concurrent ({window} in flight): throughput")
     ax2.set_ylabel("broker CPU us per round trip (median)")
     ax2.set_title("broker CPU per round trip")
     fig.tight_layout()

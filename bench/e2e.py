@@ -39,8 +39,9 @@ a sequence number that the reply echoes.
   latency-bound.
 * ``concurrent``: a window of ``--window`` requests in flight (a new request
   is sent as each reply arrives), split over ``--loaders`` load processes
-  (``raw_client.py --commands``, one DEALER each, started together; 0: one
-  DEALER in this process, as before); broker-bound.
+  (``raw_client.py --commands``, one DEALER each, started together; by
+  default one per core and at least one per 50 in flight; 0: one DEALER in
+  this process, as before); broker-bound.
 
 Scenarios (``--scenario``): ``classic`` (the default: 2 echo workers, 100
 in flight, the setup of the first report, where every MDP broker waits on
@@ -62,9 +63,15 @@ checkout (``git worktree add DIR REV``, or ``git archive REV | tar -x -C
 DIR``), so a change is measured before/after in one interleaved run.
 
 ``--sweep 1 2 8 32 128`` measures instead the concurrent round trips/s of
-every contender against the number of workers (window ``max(--window, 2 x
-workers)``), each worker count with fresh processes, and charts it
-(``--sweep-chart``).
+every contender against the number of workers (``--window`` in flight, 200
+by default), each worker count with fresh processes, and charts it
+(``--sweep-chart``). Keep about 50 requests in flight per load process
+at most (``--window`` <= 50 x ``--loaders``; the sweep in
+docs/performance.md uses 4): our broker's ROUTER queues at most 100
+replies per peer (``TransportConfig.sndhwm``, whose free room libzmq
+learns up to 50 messages late) and ends the rest as
+``RequestUndelivered``, by design, so a load process with more can wait
+for replies that never come (it gives up after 10 s, and the run stops).
 
 Run: ``python bench/e2e.py`` (see ``--help``); ``python bench/e2e.py
 --scenario broker-bound``; ``python bench/e2e.py --curve --contenders
@@ -75,6 +82,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -442,8 +450,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--workers", type=int, help="echo workers per broker [scenario's]")
     p.add_argument("--worker-procs", type=int, default=os.cpu_count() or 2,
                    help="processes the workers are spread over, at most [nproc]")
-    p.add_argument("--loaders", type=int, default=os.cpu_count() or 2,
-                   help="load processes for the concurrent mode; 0: this process [nproc]")
+    p.add_argument("--loaders", type=int,
+                   help="load processes for the concurrent mode; 0: this process [nproc, "
+                   "and at least one per 50 in flight]")
     p.add_argument("--baseline", metavar="DIR",
                    help=f"also run {BEFORE}: mdp_zmq from the checkout in DIR")
     p.add_argument("--sweep", type=int, nargs="+", metavar="WORKERS",
@@ -457,6 +466,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     workers, window = SCENARIOS[a.scenario]
     a.workers = workers if a.workers is None else a.workers
     a.window = window if a.window is None else a.window
+    if a.loaders is None:
+        a.loaders = max(os.cpu_count() or 2, math.ceil(a.window / 50))
     setup = Setup(a.workers, a.worker_procs, a.loaders, a.baseline)
     names = list(a.contenders)
     if a.baseline:
@@ -521,8 +532,8 @@ def sweep(a: argparse.Namespace, names: list[str], setup: Setup) -> dict[str, ob
     """Concurrent round trips/s of every contender against the number of
     workers: per count, fresh processes, ``a.rounds`` ABAB rounds."""
     points: dict[str, dict[int, dict[str, float]]] = {n: {} for n in names}
+    window = a.window
     for workers in a.sweep:
-        window = max(a.window, 2 * workers)
         s = Setup(workers, setup.worker_procs, setup.loaders, setup.baseline)
         with Procs() as procs, tempfile.TemporaryDirectory() as tmp:
             cs = [start(procs, name, tmp, s) for name in names]
@@ -539,15 +550,15 @@ def sweep(a: argparse.Namespace, names: list[str], setup: Setup) -> dict[str, ob
                 points[c.name][workers] = {
                     k: med([r[k] for r in runs])
                     for k in ("rps", "cpu_us", "workers_cpu_us", "load_cpu_us")}
-        print(f"{workers} workers (window {window}) done", flush=True)
+        print(f"{workers} workers done", flush=True)
     rows = [[n, *(fmt_num(points[n][w]["rps"]) for w in a.sweep),
              *(f"{points[n][w]['cpu_us']:.1f}" for w in a.sweep)] for n in names]
-    print(f"\nconcurrent round trips/s against workers ({a.rounds} rounds x {a.seconds:g}s; "
-          "medians), then broker CPU us/rt\n" + md_table(
+    print(f"\nconcurrent round trips/s against workers ({window} in flight, {a.rounds} rounds "
+          f"x {a.seconds:g}s; medians), then broker CPU us/rt\n" + md_table(
               ["broker", *(f"{w} workers" for w in a.sweep),
                *(f"CPU us/rt, {w}" for w in a.sweep)], rows))
     if a.sweep_chart:
-        sweep_chart(a.sweep_chart, points, a.sweep)
+        sweep_chart(a.sweep_chart, points, a.sweep, window)
     result: dict[str, object] = {"params": vars(a), "sweep": {
         n: {str(w): v for w, v in p.items()} for n, p in points.items()}}
     save_json(a.json, {"e2e_sweep": result})

@@ -76,7 +76,7 @@ def test_e2e_bench_broker_bound_scenario_reports_every_cpu_and_a_baseline(
             assert m["rps"] > 0 and m["cpu_us"] > 0
             assert m["workers_cpu_us"] > 0 and m["load_cpu_us"] > 0
     assert "con_cpu_vs_floor_lru" in data["targets"] and "con_vs_before" in data["targets"]
-    assert "load CPU us/rt" in out and "over 2 load process(es)" in out
+    assert "load CPU us/rt" in out and "over 4 load process(es)" in out
 
 
 def test_e2e_bench_sweeps_round_trips_against_workers(tmp_path: Path) -> None:
