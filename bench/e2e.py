@@ -1,7 +1,8 @@
-"""End to end on loopback: brokers in their own process, 2 raw echo workers.
+"""End to end on loopback: brokers in their own process, raw echo workers.
 
-Contenders (each a broker process + 2 ``raw_worker.py`` processes, all
-started once and kept running; only one is loaded at a time):
+Contenders (each a broker process, its ``raw_worker.py`` echo workers and
+its load processes, all started once and kept running; only one is
+loaded at a time):
 
 * ``floor``: ``floor_broker.py``, a bare ROUTER loop with no protocol, which
   round-robins requests into the workers' queues (libzmq pipelines them);

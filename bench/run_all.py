@@ -53,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         print("\n=== end to end, loopback tcp ===", flush=True)
         quick = ["--seconds", "0.5", "--rounds", "2"] if a.quick else []
         e2e.main([*quick, "--json", str(out / "e2e.json"), *chart("perf_e2e.png")])
+        print("\n=== end to end, broker-bound (8 workers, 200 in flight) ===", flush=True)
+        e2e.main([*quick, "--scenario", "broker-bound", "--contenders", "floor-lru",
+                  "floor-lru-mdp", "mdp_zmq", "majortomo-quiet", "--json",
+                  str(out / "e2e_broker_bound.json")])
+        print("\n=== round trips/s against the number of workers ===", flush=True)
+        counts = ["1", "8", "32"] if a.quick else ["1", "2", "8", "32", "128"]
+        sweep_chart = [] if a.no_charts else ["--sweep-chart", str(DOCS / "perf_workers.png")]
+        e2e.main([*quick[:2], "--rounds", "1" if a.quick else "3", "--sweep", *counts,
+                  "--loaders", "4", "--json", str(out / "e2e_sweep.json"), *sweep_chart])
     if "recovery" in a.only:
         print("\n=== recovery after SIGKILL of a busy worker ===", flush=True)
         kills = ["--kills", "5", "--majortomo-kills", "2"] if a.quick else [

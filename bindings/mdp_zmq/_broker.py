@@ -162,7 +162,7 @@ class Broker(Runner, EngineViews):
         # needs two (strace, docs/performance.md). A zmq.FD only says that
         # the socket's mailbox has news, and any call into the socket may
         # take that news: so each socket is left in a state where its fd is
-        # the whole truth before the poll (see _pending).
+        # the whole truth before the poll (the end of the loop's body).
         router_fd, monitor_fd = int(router.get(_FD)), int(monitor.get(_FD))
         poller = select.poll()
         for fd in (router_fd, monitor_fd, waker):
