@@ -15,10 +15,12 @@ from mdp_zmq.glue import (
     Security,
     TransportConfig,
     ZapHandler,
+    close_broker,
     keygen,
     log_event,
     make_dealer,
     make_router,
+    open_broker,
     start_zap,
 )
 
@@ -170,6 +172,43 @@ def test_a_broker_that_cannot_bind_releases_its_zap_handler_and_context(tmp_path
         shared.term()
     with pytest.raises(zmq.ZMQError):  # and with a context of its own
         mdp_zmq.Broker("tcp://999.0.0.1:1", transport=transport)
+
+
+def test_close_broker_closes_the_zap_handler_after_the_router_then_its_context(
+    pairs: tuple[tuple[bytes, bytes], ...],
+) -> None:
+    transport = TransportConfig(security=broker_security(pairs))
+    context, owned, zap, router, monitor, _ = open_broker(None, ["tcp://127.0.0.1:*"],
+                                                          transport)
+    assert owned and zap is not None
+    seen: list[tuple[zmq.Socket[bytes], bool]] = []
+    close_broker(context, owned, zap, router, monitor,
+                 lambda sock: seen.append((sock, router.closed)))
+    assert seen == [(monitor, False), (router, False), (zap.socket, True)]
+    assert monitor.closed and router.closed and zap.socket.closed and context.closed
+    close_broker(context, owned, zap, router, monitor, lambda sock: seen.append((sock, True)))
+    assert len(seen) == 3  # all closed already: nothing to do
+
+
+def test_close_broker_leaves_the_zap_handler_bound_if_the_router_did_not_close(
+    pairs: tuple[tuple[bytes, bytes], ...],
+) -> None:
+    transport = TransportConfig(security=broker_security(pairs))
+    context, owned, zap, router, monitor, _ = open_broker(None, ["tcp://127.0.0.1:*"],
+                                                          transport)
+    assert zap is not None
+
+    def fail_at_the_router(sock: zmq.Socket[bytes]) -> None:
+        if sock is router:
+            raise RuntimeError("the router's fd could not be let go (expected by the test)")
+
+    with pytest.raises(RuntimeError, match="expected by the test"):
+        close_broker(context, owned, zap, router, monitor, fail_at_the_router)
+    # No window in which the ROUTER would admit every key: the handler stays.
+    assert monitor.closed and not router.closed and not zap.socket.closed
+    assert not context.closed
+    close_broker(context, owned, zap, router, monitor)
+    assert router.closed and zap.socket.closed and context.closed
 
 
 def test_worker_refused_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
