@@ -519,7 +519,7 @@ def test_a_secured_broker_works_under_monkey_patch_all() -> None:
     proc = blocking(subprocess.run, [sys.executable, "-c", PATCHED_CURVE], capture_output=True,
                     text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["[[b'hi'], 'UNREACHABLE'] [b'echo']",
+    assert proc.stdout.splitlines() == ["[[b'hi'], 'REFUSED'] [b'echo']",
                                         "context closed True"]
 
 

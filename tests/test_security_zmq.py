@@ -55,11 +55,16 @@ BROKERS = DRIVERS
 #: the async peers with a blocking and the gevent broker.
 PAIRS = [(b, p) for b in BROKERS for p in ("zmq", "gevent")] + [("zmq", "trio"),
                                                                  ("gevent", "asyncio")]
+#: The peers whose client hears of a key refused at the handshake (the DEALER
+#: monitor's EVENT_HANDSHAKE_FAILED_AUTH reaches its core through
+#: ``engine.DealerEngine``): it fails as REFUSED, the others' as UNREACHABLE.
+HEARS_REFUSAL = {"gevent"}
 PEOPLE = ["broker", "pay", "refunds", "shop", "mallory", "outsider"]
 POLICY = Policy(serve={"payments": ["pay"], "payments.*": ["pay", "refunds"], "echo": ["*"]},
                 call={"payments": ["shop"], "echo": ["*"]})
 SECRET = b"SECRET-pay 100 to account 0123456789"
 QUICK = ClientConfig(timeout=1.0, retries=0, diagnose_timeout=2.0)
+REFUSAL_WAIT = ClientConfig(timeout=5.0, retries=0, diagnose_timeout=2.0)
 
 
 # ------------------------------------------------------------------ keys and helpers
@@ -277,11 +282,15 @@ def test_peers_without_a_key_or_with_an_unknown_one_get_no_service_and_are_logge
         limiter = b.engine.log_limiter = CountingLimiter(burst=1, window=600)
         p.worker(b.endpoint, "echo", lambda f: f, keys.peer("outsider"))
         p.worker(b.endpoint, "echo", lambda f: f)  # no key at all
-        for transport in (keys.peer("outsider"), TransportConfig()):
-            with p.client(b.endpoint, QUICK, transport) as c, \
+        refused = FailureCause.REFUSED if peers in HEARS_REFUSAL else FailureCause.UNREACHABLE
+        for transport, cause in ((keys.peer("outsider"), refused),
+                                 (TransportConfig(), FailureCause.UNREACHABLE)):
+            # The refused handshake drops the connection, which ends the
+            # attempt at once; the long timeout only bounds a slow ZAP answer.
+            with p.client(b.endpoint, REFUSAL_WAIT, transport) as c, \
                     pytest.raises(mdp_zmq.RequestTimeout) as failed:
                 c.request("echo", b"hi")
-            assert failed.value.cause is FailureCause.UNREACHABLE
+            assert failed.value.cause is cause, failed.value
         # Each kind was refused at least twice (a worker and a client): the
         # first refusal is logged, the others only counted.
         wait_until(lambda: limiter.calls.get("CURVE key refused", 0) >= 2
@@ -292,6 +301,9 @@ def test_peers_without_a_key_or_with_an_unknown_one_get_no_service_and_are_logge
         assert b.log.of(WorkerReady) == [] and b.log.events == []
         (line,) = records(caplog, "refused a CURVE key")
         assert "allow-list, from 127.0.0.1" in line
+        if peers in HEARS_REFUSAL:  # the refused worker and client say so too
+            wait_until(lambda: len(records(caplog, "refused this peer's CURVE key")) >= 2,
+                       "the peers' log lines of the refusal")
         with p.client(b.endpoint, QUICK, keys.peer("shop")) as c:
             assert not c.service_exists("echo")  # the refused workers never registered
     summaries = records(caplog, "suppressed")
@@ -315,6 +327,19 @@ def test_a_peer_with_another_broker_key_is_refused_and_logged(
         assert failed.value.cause is FailureCause.UNREACHABLE
         wait_until(lambda: bool(records(caplog, "whose CURVE handshake did not decrypt")),
                    "log line of the refusal")
+
+
+@pytest.mark.parametrize("peers", sorted(HEARS_REFUSAL))
+@pytest.mark.parametrize("driver", BROKERS)
+def test_a_client_whose_key_is_refused_at_the_handshake_says_so(
+    driver: str, peers: str, keys: Keys, loops: Loops,
+) -> None:
+    with running(driver, loops, keys.broker()) as b, peers_of(peers, loops) as p, \
+            p.client(b.endpoint, REFUSAL_WAIT, keys.peer("outsider")) as c, \
+            pytest.raises(mdp_zmq.RequestTimeout) as failed:
+        c.request("echo", b"hi")
+    assert failed.value.cause is FailureCause.REFUSED
+    assert str(failed.value).endswith("the broker refused this client's key at the handshake")
 
 
 # ------------------------------------------------------------------ authorization

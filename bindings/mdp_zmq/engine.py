@@ -24,8 +24,8 @@ A broker's turn (:class:`RouterEngine`):
   keys and failed handshakes, rate-limited.
 
 A worker's or client's turn (:class:`DealerEngine`): read a batch into
-the core, tell it what the DEALER's monitor saw (a completed handshake, a
-dropped connection) once the socket is empty, tick it when due, and send
+the core, tell it what the DEALER's monitor saw (a completed handshake,
+one the broker refused, a dropped connection) once the socket is empty, tick it when due, and send
 what it queued, reporting a refused send to its ``send_failed``. Acting
 on the core's events (a worker's job, a client's reply or reset) is the
 driver's, between the turn and the next flush.
@@ -75,6 +75,7 @@ _ACCEPTED = int(zmq.EVENT_ACCEPTED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+_HANDSHAKE_REFUSED = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 #: Why a handshake failed (monitor values of HANDSHAKE_FAILED_PROTOCOL).
 _HANDSHAKE_WHY = {
     int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "a peer without CURVE",
@@ -375,12 +376,15 @@ class DealerEngine:
     events and calls :meth:`flush`. None of them blocks. One engine serves
     one socket; a new socket gets a new engine.
 
-    :attr:`handshake` and :attr:`dropped` hold what the monitor saw and the
-    core has not been told yet: a completed handshake (``Client.connected``;
-    a worker's core needs no such input, it is logged) and a dropped
-    connection (``connection_lost``). They are told once the socket has
-    been read to the end, because libzmq queues a connection's last
-    messages (a broker's DISCONNECT, a reply) before it reports the drop.
+    :attr:`handshake`, :attr:`refused` and :attr:`dropped` hold what the
+    monitor saw and the core has not been told yet: a completed handshake
+    (``Client.connected``), one whose credentials the broker refused
+    (``Client.handshake_refused``; libzmq's ``EVENT_HANDSHAKE_FAILED_AUTH``,
+    logged as a warning) and a dropped connection (``connection_lost``); a
+    worker's core needs neither handshake input: they are only logged. They
+    are told once the socket has been read to the end, because libzmq
+    queues a connection's last messages (a broker's DISCONNECT, a reply)
+    before it reports the drop; a refusal before the drop that follows it.
     """
 
     def __init__(
@@ -399,9 +403,13 @@ class DealerEngine:
         self.endpoint = endpoint
         #: The monitor saw a handshake the core has not been told of.
         self.handshake = False
+        #: The monitor saw the broker refuse the handshake; the core has not been told.
+        self.refused = False
         #: The monitor saw the connection drop; the core has not been told.
         self.dropped = False
-        self._connected = core.connected if isinstance(core, mdp_core.Client) else None
+        client = core if isinstance(core, mdp_core.Client) else None
+        self._connected = None if client is None else client.connected
+        self._refused = None if client is None else client.handshake_refused
 
     def monitor_ready(self) -> bool:
         """Read every monitor event waiting; True if the core must hear of one
@@ -420,6 +428,12 @@ class DealerEngine:
                     self.log.debug("connected to broker at %s", ev.endpoint or self.endpoint)
                 else:
                     self.log.info("connected to broker at %s", ev.endpoint or self.endpoint)
+            elif ev.event == _HANDSHAKE_REFUSED:
+                self.log.warning("the broker at %s refused this peer's CURVE key at the "
+                                 "handshake (ZAP status %d)", ev.endpoint or self.endpoint,
+                                 ev.value)
+                if self._refused is not None:
+                    self.refused = news = True
         return news
 
     def turn(self, now: float, readable: bool = True) -> bool:
@@ -458,6 +472,10 @@ class DealerEngine:
         if self.handshake and connected is not None:
             self.handshake = False
             connected(now)
+        refused = self._refused
+        if self.refused and refused is not None:
+            self.refused = False
+            refused(now)
         if self.dropped:
             self.dropped = False
             self.log.info("connection to %s dropped", self.endpoint)

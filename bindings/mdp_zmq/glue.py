@@ -108,8 +108,10 @@ log = logging.getLogger("mdp_zmq")
 
 #: Events the broker needs from its ROUTER: both carry the connection's fd.
 ROUTER_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
-#: Events a worker or client needs from its DEALER.
-DEALER_MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+#: Events a worker or client needs from its DEALER (the last: the broker's
+#: ZAP handler refused its CURVE key).
+DEALER_MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                         | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 #: What a secured broker's ROUTER monitor adds, to log refused handshakes:
 #: a peer without CURVE or with another broker key (a key the ZAP handler
 #: refuses is logged by it; a peer that hangs up mid-handshake is not a refusal).
