@@ -64,10 +64,10 @@ class Broker(EngineViews, Service):
     the ROUTER's linger for unsent messages).
 
     ``context`` must be a ``zmq.green.Context`` (default: its
-    ``instance()``, or a new one with security). ``on_event`` is called with every core event, after
-    it is logged, in the pump's greenlet between a read and the next
-    send: it must not block (spawn a greenlet for slow work); an exception
-    it raises is logged and ignored. ``metrics`` (a
+    ``instance()``, or a new one with security). ``on_event`` is called with
+    every core event, after it is logged, in the pump's greenlet between a
+    read and the next send: it must not block (spawn a greenlet for slow
+    work); an exception it raises is logged and ignored. ``metrics`` (a
     :class:`mdp_core.BrokerMetrics`) is fed every core event in the pump's
     turn and makes the core time each request; read it with
     :meth:`metrics_snapshot`, from any thread. Raises ``zmq.ZMQError`` if an

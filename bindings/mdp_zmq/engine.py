@@ -23,12 +23,12 @@ A broker's turn (:class:`RouterEngine`):
   handler's requests (:meth:`RouterEngine.zap_ready`) and log refused
   keys and failed handshakes, rate-limited.
 
-A worker's or client's turn (:class:`DealerEngine`): read a batch into
-the core, tell it what the DEALER's monitor saw (a completed handshake,
-one the broker refused, a dropped connection) once the socket is empty, tick it when due, and send
-what it queued, reporting a refused send to its ``send_failed``. Acting
-on the core's events (a worker's job, a client's reply or reset) is the
-driver's, between the turn and the next flush.
+A worker's or client's turn (:class:`DealerEngine`): read a batch into the
+core, tell it what the DEALER's monitor saw (a completed handshake, one the
+broker refused, a dropped connection) once the socket is empty, tick it when
+due, and send what it queued, reporting a refused send to its
+``send_failed``. Acting on the core's events (a worker's job, a client's
+reply or reset) is the driver's, between the turn and the next flush.
 
 Nothing here waits or decides anything about MDP: the core decides.
 """
