@@ -12,6 +12,7 @@ import zmq
 from mdp_zmq.engine import RouterEngine
 from mdp_zmq.glue import (
     LogLimiter,
+    MonitorEvent,
     Security,
     TransportConfig,
     ZapHandler,
@@ -131,6 +132,26 @@ def test_an_engine_with_security_needs_its_zap_handler(
         monitor.close(0)
         router.close(0)
         zap.close()
+
+
+def test_a_held_back_handshake_refusal_asks_the_driver_to_turn_for_its_summary(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    router, monitor, _ = make_router(context, ["tcp://127.0.0.1:*"], TransportConfig())
+    try:
+        engine = RouterEngine(mdp_core.Broker(), router, monitor, TransportConfig(),
+                              log=logging.getLogger("t"), clock=lambda: 0.0)
+        engine.log_limiter = LogLimiter(burst=1, window=5.0, clock=lambda: 0.0)
+        assert engine.wake_at() is None  # an idle broker waits for something to happen
+        refused = MonitorEvent(int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL),
+                               int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH), "tcp://x")
+        assert not engine.monitor_events([refused])  # logged: nothing due
+        assert engine.monitor_events([refused])  # held back: its summary is due at 5
+        assert engine.wake_at() == 5.0
+        assert not engine.monitor_events([refused])  # the wait already ends then
+    finally:
+        monitor.close(0)
+        router.close(0)
 
 
 def test_secured_brokers_each_get_a_context_of_their_own(tmp_path: Path) -> None:

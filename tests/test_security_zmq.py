@@ -311,6 +311,31 @@ def test_peers_without_a_key_or_with_an_unknown_one_get_no_service_and_are_logge
     assert any("handshake failed" in s for s in summaries), summaries
 
 
+@pytest.mark.parametrize("driver", BROKERS)
+def test_the_summary_of_held_back_zap_refusals_comes_while_the_broker_is_idle(
+    driver: str, keys: Keys, loops: Loops, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key refusal the limiter holds back makes the broker wake for its
+    summary, even with no peer left and so no deadline of the core's (the
+    same for refused handshakes seen on the monitor:
+    ``test_security_glue.py``)."""
+    caplog.set_level(logging.WARNING)
+    kind, security = "CURVE key refused", keys.peer("outsider").security
+    with running(driver, loops, keys.broker()) as b:
+        # The broker's own clock (trio's is not time.monotonic's).
+        limiter = b.engine.log_limiter = CountingLimiter(
+            burst=1, window=1.0, clock=b.engine.log_limiter._clock)
+        socks = [raw_dealer(b.endpoint, security, b"refused-%d" % i) for i in range(2)]
+        try:
+            wait_until(lambda: limiter.calls.get(kind, 0) >= 2, f"two {kind} refusals")
+        finally:
+            for sock in socks:
+                sock.close(0)
+        # One line was logged, the rest held back: nothing else happens now.
+        wait_until(lambda: any(kind in s for s in records(caplog, "suppressed")),
+                   f"the summary of the {kind} lines while serving")
+
+
 @pytest.mark.parametrize(("driver", "peers"), PAIRS)
 def test_a_peer_with_another_broker_key_is_refused_and_logged(
     driver: str, peers: str, keys: Keys, loops: Loops, caplog: pytest.LogCaptureFixture,

@@ -114,7 +114,7 @@ class Broker(Background, EngineViews):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(watch_monitor, self._monitor, self._on_monitor)
                     if self._zap is not None:
-                        tg.start_soon(watch_readable, self._zap.socket, self.engine.zap_ready)
+                        tg.start_soon(watch_readable, self._zap.socket, self._on_zap)
                     task_status.started()
                     await self._pump.run(self._turn)
         finally:
@@ -149,8 +149,14 @@ class Broker(Background, EngineViews):
         return drained, engine.wake_at()
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        """Feed the tracker; wake the pump if a peer's connection is gone."""
+        """Feed the tracker; wake the pump if a peer's connection is gone (or a
+        summary of refused handshakes is due sooner)."""
         if self.engine.monitor_events(events) and self._pump is not None:
+            self._pump.wake()
+
+    def _on_zap(self) -> None:
+        """Answer the ZAP handler; wake the pump if a summary is due sooner."""
+        if self.engine.zap_ready() and self._pump is not None:
             self._pump.wake()
 
     def _shutdown(self) -> None:

@@ -175,15 +175,15 @@ class Broker(EngineViews, Service):
         return drained, engine.wake_at()
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        """Feed the tracker; wake the pump if a peer's connection is gone."""
+        """Feed the tracker; wake the pump if a peer's connection is gone (or a
+        summary of refused handshakes is due sooner)."""
         if self.engine.monitor_events(events) and self._pump is not None:
             self._pump.wake()
 
     def _on_zap(self) -> None:
-        """Answer the ZAP handler; wake the pump, whose deadline may now be a
-        summary of refusals the log limiter held back."""
-        self.engine.zap_ready()
-        self._wake()
+        """Answer the ZAP handler; wake the pump if a summary is due sooner."""
+        if self.engine.zap_ready():
+            self._wake()
 
     def _wake(self) -> None:
         if self._pump is not None:

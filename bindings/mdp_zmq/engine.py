@@ -129,6 +129,7 @@ class RouterEngine:
         self._lost: dict[bytes, None] = {}  # peers lost, in order, not yet told to the core
         self._lost_turns = 0
         self._deadline: float | None = None
+        self._wake: float | None = None  # what wake_at() last said
         #: The ZAP handler a secured broker answers (None without security).
         self.zap = zap
         # With CURVE every message carries its sender's identity for the core.
@@ -146,11 +147,13 @@ class RouterEngine:
         due = self.log_limiter.next_due
         if due is not None and (wake is None or due < wake):
             wake = due
+        self._wake = wake
         return wake
 
     def monitor_ready(self) -> bool:
         """Feed every monitor event waiting to the tracker; True if a peer was
-        found lost (the driver then makes sure :meth:`turn` runs soon)."""
+        found lost, or a refused handshake it logged made a summary due before
+        :meth:`wake_at` said (the driver then makes sure :meth:`turn` runs soon)."""
         return self.monitor_events(drain_monitor(self.monitor))
 
     def monitor_events(self, events: Iterable[MonitorEvent]) -> bool:
@@ -169,18 +172,26 @@ class RouterEngine:
                 continue
             for peer in gone:
                 lost.setdefault(peer)
-        return len(lost) > before
+        return len(lost) > before or self._summary_sooner()
 
-    def zap_ready(self) -> None:
+    def zap_ready(self) -> bool:
         """Answer the ZAP requests waiting (a batch at most), logging each key
-        refused (rate-limited); does nothing without a ZAP handler."""
+        refused (rate-limited); does nothing without a ZAP handler. True if a
+        refusal it held back made a summary due before :meth:`wake_at` said
+        (the driver then makes sure :meth:`turn` runs soon)."""
         zap, log = self.zap, self.log
         if zap is None:
-            return
+            return False
         for refusal in zap.handle_waiting():
             if self.log_limiter.allow(log, logging.WARNING, "CURVE key refused"):
                 log.warning("refused a CURVE key that is not on the allow-list, from %s: %s",
                             shorten(refusal.address), shorten(refusal.key))
+        return self._summary_sooner()
+
+    def _summary_sooner(self) -> bool:
+        """A summary of suppressed lines is due before the driver's wait ends."""
+        due, wake = self.log_limiter.next_due, self._wake
+        return due is not None and (wake is None or due < wake)
 
     def turn(self, now: float, readable: bool = True) -> bool:
         """Read (if ``readable`` or a loss waits), tell losses, tick, send, report.
