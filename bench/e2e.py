@@ -246,7 +246,7 @@ def start(procs: Procs, name: str, tmp: str, setup: Setup | int, keys: Keys | No
         ep = wait_line(b.stdout, "mdp broker listening on ", 10).split()[-1]
         dialect = "mdp02"
     elif base in DRIVERS:
-        argv = ([PY, "bench/gevent_broker_proc.py", port_ep] if base == "mdp_gevent" else
+        argv = ([PY, "bench/gevent_broker_proc.py", port_ep, *secure] if base == "mdp_gevent" else
                 [PY, "bench/async_broker_proc.py", port_ep, "--backend", ASYNC[base], *secure])
         b = procs.start(argv, stdout=True)
         assert b.stdout is not None
@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         names = [*names, "mdp_zmq"] if "mdp_zmq" not in names else names
         names.insert(names.index("mdp_zmq") + 1, METERED)
     if a.curve:
-        names += [n + CURVE for n in a.contenders if n == "mdp_zmq" or n in ASYNC]
+        names += [n + CURVE for n in a.contenders if n == "mdp_zmq" or n in DRIVERS]
     with Procs() as procs, tempfile.TemporaryDirectory() as tmp:
         keys = Keys.make(tmp) if a.curve else None
         cs = [start(procs, name, tmp, setup, keys) for name in names]

@@ -48,8 +48,11 @@ works out why, to end the request with one
 1. If no connection to a broker completed during any attempt (the driver
    never called :meth:`Client.connected` for a socket the request was
    sent on, and nothing arrived on one), to any of its brokers:
-   ``UNREACHABLE`` at once, reason ``"no reply after N attempts: no
-   broker reachable"``.
+   ``REFUSED`` at once if a broker refused the client's credentials at
+   the handshake during one (:meth:`Client.handshake_refused`), reason
+   ``"... after N attempts: the broker refused this client's key at the
+   handshake"``; else ``UNREACHABLE``, reason ``"no reply after N
+   attempts: no broker reachable"``.
 2. Else, if the request was itself to ``mmi.*``, or
    ``ClientConfig.diagnose_timeout`` is None: ``NO_REPLY`` at once,
    reason ``"no reply after N attempts"``.
@@ -88,7 +91,9 @@ replace the socket), send each message of :meth:`Client.outgoing` without
 blocking, report each one that could not be sent with
 :meth:`Client.send_failed`, then handle ``events()`` again (a report may
 have queued a reset and a resend). Call :meth:`Client.connected` when a
-socket's handshake with the broker succeeds.
+socket's handshake with the broker succeeds, :meth:`Client.handshake_refused`
+when the broker refused it (before the :meth:`Client.connection_lost` of
+the drop that follows).
 """
 
 from __future__ import annotations
@@ -203,6 +208,8 @@ class _Pending:
     #: the last broker a transport handshake completed with during one of its attempts
     reached: int | None
     sends: int = 1
+    #: a broker refused the client's credentials at the handshake during an attempt
+    refused: bool = False
     #: while the diagnosis runs: the reason so far ("no reply after N attempts")
     failure: str | None = None
     #: the MMI service asked during the diagnosis, how long each question
@@ -425,6 +432,22 @@ class Client:
         if self._pending is not None:
             self._pending.reached = self._rotation.current
 
+    def handshake_refused(self, now: float) -> None:
+        """The broker refused this client's credentials at the transport handshake
+        of the current socket.
+
+        (A driver learns it from the socket monitor's
+        ``EVENT_HANDSHAKE_FAILED_AUTH``: the broker's ZAP handler did not
+        accept the client's CURVE key.) Like :meth:`connected`, it only
+        decides how a failed request is reported: one that reached no
+        broker, but was refused by one, fails with ``REFUSED`` instead of
+        ``UNREACHABLE``. The attempt ends with the drop that follows
+        (:meth:`connection_lost`) or its timeout. Raises nothing.
+        """
+        self._link_up = False
+        if self._pending is not None:
+            self._pending.refused = True
+
     def connection_lost(self, now: float) -> None:
         """The transport says the connection to the broker dropped.
 
@@ -492,7 +515,8 @@ class Client:
         pending.failure = reason
         if pending.reached is None:
             self._reset()
-            self._fail(pending, FailureCause.UNREACHABLE)
+            self._fail(pending, FailureCause.REFUSED if pending.refused
+                       else FailureCause.UNREACHABLE)
         elif diagnose is None or pending.service.startswith(b"mmi."):
             self._reset()
             self._fail(pending, FailureCause.NO_REPLY)
@@ -542,6 +566,8 @@ class Client:
             reason += ": no broker reachable"
         elif cause is FailureCause.NO_WORKER:
             reason += f": no worker registered for '{name}'"
+        elif cause is FailureCause.REFUSED and pending.reached is None:
+            reason += ": the broker refused this client's key at the handshake"
         elif cause is FailureCause.REFUSED:
             reason += f": the broker does not allow this client to call '{name}'"
         self._events.append(RequestFailed(pending.request_id, pending.service, reason, cause))

@@ -262,7 +262,8 @@ class FailureCause(enum.Enum):
     exists but no reply came in time, the broker did not answer the
     question, or nothing was asked). ``REFUSED``: the broker said
     (``mmi.allowed``: 403) that its policy does not let this client call
-    the service.
+    the service, or it refused the client's credentials (its CURVE key) at
+    the handshake and no broker let it in (``Client.handshake_refused``).
     """
 
     UNREACHABLE = "unreachable"

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 import zmq
-from mdp_async._pump import Pump, close_socket, make_pump
+from mdp_async._pump import Pump, close_socket, make_pump, watch_monitor
 
 pytestmark = pytest.mark.anyio
 
@@ -168,3 +168,16 @@ async def test_cancelling_the_run_stops_the_turns_and_a_closed_socket_is_let_go(
     assert turns == before
     close_socket(a, pump, None)
     assert a.closed
+
+
+async def test_a_monitor_watcher_that_starts_after_its_monitor_closed_just_returns(
+    pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
+) -> None:
+    a, _ = pair
+    mon = a.get_monitor_socket()
+    seen: list[object] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_monitor, mon, seen.append)
+        a.disable_monitor()
+        mon.close(0)  # before the watcher's task first ran (a client's quick reset)
+    assert seen == []

@@ -105,12 +105,13 @@ def test_e2e_bench_compares_metrics_on_and_off(tmp_path: Path) -> None:
 def test_e2e_bench_with_curve_measures_each_broker_with_curve_on_and_off(tmp_path: Path
                                                                          ) -> None:
     out = run_script([str(BENCH / "e2e.py"), "--curve", "--contenders", "mdp_zmq",
-                      "mdp_async-trio", "--seconds", "0.1", "--rounds", "1", "--workers", "1",
-                      "--window", "10", "--json", str(tmp_path / "e2e.json")])
+                      "mdp_async-trio", "mdp_gevent", "--seconds", "0.1", "--rounds", "1",
+                      "--workers", "1", "--window", "10", "--json", str(tmp_path / "e2e.json")])
     data = json.loads((tmp_path / "e2e.json").read_text())["e2e"]
     for mode in ("sequential", "concurrent"):
-        assert set(data["summary"][mode]) == {"mdp_zmq", "mdp_async-trio", "mdp_zmq+curve",
-                                              "mdp_async-trio+curve"}
+        assert set(data["summary"][mode]) == {
+            name + curve for name in ("mdp_zmq", "mdp_async-trio", "mdp_gevent")
+            for curve in ("", "+curve")}
         assert all(m["rps"] > 0 for m in data["summary"][mode].values())
     assert data["targets"]["seq_mdp_zmq+curve_vs_mdp_zmq"] > 0
     assert "with CURVE, mdp_zmq = " in out

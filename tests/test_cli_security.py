@@ -117,16 +117,6 @@ def test_mdp_status_takes_the_peer_curve_flags(keys: Path) -> None:
     assert transport_config(parse(["status"])).security is None
 
 
-def test_a_gevent_broker_with_curve_is_refused_in_one_line(
-        keys: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("gevent")
-    err = one_line_error(capsys, [
-        "broker", "--driver", "gevent", "--bind", "tcp://127.0.0.1:*",
-        "--curve-secret", str(keys / "keys" / "broker.key_secret"),
-        "--allow", str(keys / "allow")], 2)
-    assert err.startswith("mdp broker: --driver gevent: ") and "no CURVE support" in err, err
-
-
 def test_a_policy_without_curve_is_allowed_with_a_warning(keys: Path,
                                                           caplog: pytest.LogCaptureFixture
                                                           ) -> None:
@@ -237,8 +227,13 @@ def test_load_policy_reads_both_tables(keys: Path) -> None:
 # ------------------------------------------------------------------ the documented setup
 
 
-def test_the_secured_setup_of_the_docs_runs(tmp_path: Path, procs: ProcSet) -> None:
-    """docs/security.md's commands, from mdp keygen to a refused and a served call."""
+@pytest.mark.parametrize("driver", ["zmq", "gevent"])
+def test_the_secured_setup_of_the_docs_runs(driver: str, tmp_path: Path, procs: ProcSet
+                                            ) -> None:
+    """docs/security.md's commands, from mdp keygen to a refused and a served call,
+    with the blocking and the gevent broker (``--driver gevent``)."""
+    if driver != "zmq":
+        pytest.importorskip(driver)
     def mdp(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(mdp_cli(*argv), capture_output=True, text=True, timeout=60,
                               check=False, cwd=tmp_path)
@@ -251,7 +246,7 @@ def test_the_secured_setup_of_the_docs_runs(tmp_path: Path, procs: ProcSet) -> N
         (allow / f"{name}.key").write_bytes((tmp_path / "keys" / f"{name}.key").read_bytes())
     (tmp_path / "policy.toml").write_text(POLICY_TOML)
     broker = procs.start(mdp_cli(
-        "broker", "--bind", "tcp://127.0.0.1:*", "--curve-secret",
+        "broker", "--driver", driver, "--bind", "tcp://127.0.0.1:*", "--curve-secret",
         str(tmp_path / "keys" / "broker.key_secret"), "--allow", str(allow),
         "--policy", str(tmp_path / "policy.toml")))
     endpoint = broker.wait_line("mdp broker listening on ").split()[-1]

@@ -252,6 +252,43 @@ def test_connection_lost_retries_at_once() -> None:
         FailureCause.UNREACHABLE)]
 
 
+def test_a_key_refused_at_the_handshake_fails_the_request_as_refused() -> None:
+    c, rid = sent(retries=1)
+    c.handshake_refused(0.1)
+    assert (c.events(), c.outgoing(), c.next_deadline()) == ([], [], 1.0)  # only noted
+    c.connection_lost(0.1)  # the drop that follows: the attempt ends
+    assert c.events() == [ResetConnection()]
+    assert len(c.outgoing()) == 1
+    c.tick(1.1)  # the resend's socket got nowhere: the refusal still counts
+    assert c.events() == [ResetConnection(), RequestFailed(
+        rid, SVC, "no reply after 2 attempts: the broker refused this client's key at the "
+        "handshake", FailureCause.REFUSED)]
+
+
+def test_a_refusal_does_not_hide_a_broker_that_was_reached() -> None:
+    c, _ = sent(retries=1)
+    c.handshake_refused(0.1)
+    c.connection_lost(0.1)
+    c.events()
+    c.outgoing()
+    c.connected(0.2)  # the resend's handshake succeeded (a key added meanwhile)
+    c.tick(1.1)
+    assert c.events() == [ResetConnection()]  # and the diagnosis asks the broker
+    assert c.outgoing() == [encode(ClientRequest(b"mmi.service", (SVC,)), V02)]
+
+
+def test_a_refusal_with_nothing_outstanding_only_marks_the_link_down() -> None:
+    c = Client(CFG)
+    c.connected(0.0)
+    c.handshake_refused(0.5)
+    assert (c.events(), c.outgoing()) == ([], [])
+    rid = c.request(SVC, b"x", 1.0, retries=0)
+    c.outgoing()
+    c.tick(2.0)  # not reached on this socket, and no refusal during the attempt
+    assert c.events() == [ResetConnection(), RequestFailed(
+        rid, SVC, "no reply after 1 attempt: no broker reachable", FailureCause.UNREACHABLE)]
+
+
 def test_connection_lost_with_nothing_outstanding_does_nothing() -> None:
     c = Client(CFG)
     c.connection_lost(0.0)

@@ -107,6 +107,20 @@ def test_a_failed_attempt_moves_the_resend_to_the_next_broker(how: str) -> None:
         ClientRequest(SVC, (b"x",))]
 
 
+def test_refused_by_one_broker_and_the_other_unreachable_is_refused() -> None:
+    c = Client(config(retries=1), brokers=2)
+    rid = c.request(SVC, b"x", 0.0)
+    c.outgoing()
+    c.handshake_refused(0.1)  # broker 0's ZAP handler refused the key
+    c.connection_lost(0.1)
+    assert c.events() == [ResetConnection(1)]
+    c.outgoing()
+    c.tick(1.1)  # broker 1 never answered the handshake
+    assert c.events() == [ResetConnection(0), RequestFailed(
+        rid, SVC, "no reply after 2 attempts: the broker refused this client's key at the "
+        "handshake", FailureCause.REFUSED)]
+
+
 def test_a_connection_lost_between_requests_moves_to_the_next_broker() -> None:
     c = Client(config(cool_off=10.0), brokers=2)
     c.request(SVC, b"x", 0.0)

@@ -26,6 +26,7 @@ import gevent.event
 import mdp_gevent
 import pytest
 import zmq
+import zmq.green
 from gevent_support import Recorder, blocking
 from mdp_gevent import Broker, Client, Worker
 from rfc_peers import RawWorker, Rfc18Client, StrictBroker
@@ -476,6 +477,52 @@ def test_it_works_under_monkey_patch_all() -> None:
     assert proc.stdout.splitlines() == [f"{expected} peak 5"]
 
 
+PATCHED_CURVE = """
+from gevent import monkey; monkey.patch_all()
+import threading, zmq, mdp_gevent
+from mdp_core import BrokerConfig, ClientConfig, Policy, WorkerReady
+from mdp_zmq.glue import Security
+
+public, secret = zmq.curve_keypair()
+pay, pay_secret = zmq.curve_keypair()
+outsider, outsider_secret = zmq.curve_keypair()
+
+def peer(key, key_secret):
+    return mdp_gevent.TransportConfig(security=Security(key, key_secret, broker_key=public))
+
+ready = []
+only_pay = Policy(serve={"echo": ["pay"]}, call={"echo": ["pay"]})  # so the identity counts
+broker = mdp_gevent.Broker(
+    "tcp://127.0.0.1:*", BrokerConfig(policy=only_pay),
+    on_event=lambda e: isinstance(e, WorkerReady) and ready.append(e),
+    transport=mdp_gevent.TransportConfig(security=Security(public, secret, allowed={pay: "pay"})))
+with broker, mdp_gevent.Worker(broker.endpoint, "echo", lambda f: f,
+                               transport=peer(pay, pay_secret)):
+    out = []
+    def call(key, key_secret, timeout):  # patched threads are greenlets
+        with mdp_gevent.Client(broker.endpoint, ClientConfig(timeout=timeout, retries=0),
+                               transport=peer(key, key_secret)) as client:
+            try:
+                out.append(client.request("echo", b"hi"))
+            except mdp_gevent.RequestTimeout as exc:
+                out.append(exc.cause.name)
+    for args in ((pay, pay_secret, 5.0), (outsider, outsider_secret, 0.5)):
+        t = threading.Thread(target=call, args=args)
+        t.start()
+        t.join()
+    print(out, [e.service for e in ready])
+print("context closed", broker.context.closed)
+"""
+
+
+def test_a_secured_broker_works_under_monkey_patch_all() -> None:
+    proc = blocking(subprocess.run, [sys.executable, "-c", PATCHED_CURVE], capture_output=True,
+                    text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[[b'hi'], 'REFUSED'] [b'echo']",
+                                        "context closed True"]
+
+
 # ------------------------------------------------------------------ metrics
 
 
@@ -573,17 +620,45 @@ def test_a_drop_seen_while_idle_moves_the_next_request_to_the_other_broker() -> 
         assert client.request("echo", b"moved") == [b"moved"]
 
 
-def test_a_secured_broker_is_refused_before_it_binds() -> None:
-    from mdp_zmq import TransportConfig
+def _curve() -> tuple[Any, Any, Any]:
+    """A broker's transport that allows one key, that key's and an outsider's."""
     from mdp_zmq.glue import Security
 
     public, secret = zmq.curve_keypair()
-    peer, _ = zmq.curve_keypair()
-    endpoint = free_tcp_endpoint()
-    secured = TransportConfig(security=Security(public, secret, allowed={peer: "peer"}))
-    with pytest.raises(ValueError, match="no CURVE support"):
-        Broker(endpoint, transport=secured)
-    Broker(endpoint).close()  # nothing was bound
+    (peer, peer_secret), (other, other_secret) = zmq.curve_keypair(), zmq.curve_keypair()
+    return (mdp_gevent.TransportConfig(security=Security(public, secret,
+                                                         allowed={peer: "peer"})),
+            mdp_gevent.TransportConfig(security=Security(peer, peer_secret, broker_key=public)),
+            mdp_gevent.TransportConfig(security=Security(other, other_secret,
+                                                         broker_key=public)))
+
+
+def test_a_secured_broker_serves_in_a_green_context_of_its_own_and_ends_it() -> None:
+    secured, allowed, outsider = _curve()
+    first, second = (Broker("tcp://127.0.0.1:*", transport=secured) for _ in range(2))
+    with second:
+        for broker in (first, second):
+            assert isinstance(broker.context, zmq.green.Context)
+        assert first.context is not second.context
+        assert zmq.green.Context.instance() not in (first.context, second.context)
+        quick = ClientConfig(timeout=0.5, retries=0)
+        with Client(second.endpoint, quick, transport=allowed) as client:
+            assert not client.service_exists("echo")  # a round trip: the ZAP greenlet let it in
+        with Client(second.endpoint, quick, transport=outsider) as client, \
+                pytest.raises(mdp_gevent.RequestTimeout):
+            client.request("echo", b"x")
+    first.close()  # one that never served
+    assert first.context.closed and second.context.closed  # made by the broker, ended by it
+    shared = zmq.green.Context()
+    try:
+        given = Broker("tcp://127.0.0.1:*", transport=secured, context=shared)
+        with pytest.raises(zmq.ZMQError, match="context of its own"):
+            Broker("tcp://127.0.0.1:*", transport=secured, context=shared)
+        with given:
+            pass
+        assert not shared.closed  # given, not owned
+    finally:
+        shared.term()
 
 
 def test_a_client_the_policy_refuses_learns_it_from_its_second_question() -> None:

@@ -12,13 +12,16 @@ import zmq
 from mdp_zmq.engine import RouterEngine
 from mdp_zmq.glue import (
     LogLimiter,
+    MonitorEvent,
     Security,
     TransportConfig,
     ZapHandler,
+    close_broker,
     keygen,
     log_event,
     make_dealer,
     make_router,
+    open_broker,
     start_zap,
 )
 
@@ -131,6 +134,26 @@ def test_an_engine_with_security_needs_its_zap_handler(
         zap.close()
 
 
+def test_a_held_back_handshake_refusal_asks_the_driver_to_turn_for_its_summary(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    router, monitor, _ = make_router(context, ["tcp://127.0.0.1:*"], TransportConfig())
+    try:
+        engine = RouterEngine(mdp_core.Broker(), router, monitor, TransportConfig(),
+                              log=logging.getLogger("t"), clock=lambda: 0.0)
+        engine.log_limiter = LogLimiter(burst=1, window=5.0, clock=lambda: 0.0)
+        assert engine.wake_at() is None  # an idle broker waits for something to happen
+        refused = MonitorEvent(int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL),
+                               int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH), "tcp://x")
+        assert not engine.monitor_events([refused])  # logged: nothing due
+        assert engine.monitor_events([refused])  # held back: its summary is due at 5
+        assert engine.wake_at() == 5.0
+        assert not engine.monitor_events([refused])  # the wait already ends then
+    finally:
+        monitor.close(0)
+        router.close(0)
+
+
 def test_secured_brokers_each_get_a_context_of_their_own(tmp_path: Path) -> None:
     keygen("broker", tmp_path)
     keygen("peer", tmp_path / "allow")
@@ -170,6 +193,43 @@ def test_a_broker_that_cannot_bind_releases_its_zap_handler_and_context(tmp_path
         shared.term()
     with pytest.raises(zmq.ZMQError):  # and with a context of its own
         mdp_zmq.Broker("tcp://999.0.0.1:1", transport=transport)
+
+
+def test_close_broker_closes_the_zap_handler_after_the_router_then_its_context(
+    pairs: tuple[tuple[bytes, bytes], ...],
+) -> None:
+    transport = TransportConfig(security=broker_security(pairs))
+    context, owned, zap, router, monitor, _ = open_broker(None, ["tcp://127.0.0.1:*"],
+                                                          transport)
+    assert owned and zap is not None
+    seen: list[tuple[zmq.Socket[bytes], bool]] = []
+    close_broker(context, owned, zap, router, monitor,
+                 lambda sock: seen.append((sock, router.closed)))
+    assert seen == [(monitor, False), (router, False), (zap.socket, True)]
+    assert monitor.closed and router.closed and zap.socket.closed and context.closed
+    close_broker(context, owned, zap, router, monitor, lambda sock: seen.append((sock, True)))
+    assert len(seen) == 3  # all closed already: nothing to do
+
+
+def test_close_broker_leaves_the_zap_handler_bound_if_the_router_did_not_close(
+    pairs: tuple[tuple[bytes, bytes], ...],
+) -> None:
+    transport = TransportConfig(security=broker_security(pairs))
+    context, owned, zap, router, monitor, _ = open_broker(None, ["tcp://127.0.0.1:*"],
+                                                          transport)
+    assert zap is not None
+
+    def fail_at_the_router(sock: zmq.Socket[bytes]) -> None:
+        if sock is router:
+            raise RuntimeError("the router's fd could not be let go (expected by the test)")
+
+    with pytest.raises(RuntimeError, match="expected by the test"):
+        close_broker(context, owned, zap, router, monitor, fail_at_the_router)
+    # No window in which the ROUTER would admit every key: the handler stays.
+    assert monitor.closed and not router.closed and not zap.socket.closed
+    assert not context.closed
+    close_broker(context, owned, zap, router, monitor)
+    assert router.closed and zap.socket.closed and context.closed
 
 
 def test_worker_refused_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,8 +1,11 @@
 """CURVE, authenticated peers and the policy over real sockets, for every broker driver.
 
-Each test runs against the blocking broker (``mdp_zmq``) and the async one
-(``mdp_async``) on trio and on asyncio; the peers are the blocking driver's
-(one test also runs the async driver's peers). Keys are made with
+Each test runs against every broker: the blocking one (``mdp_zmq``), the
+async one (``mdp_async``) on trio and on asyncio, and the gevent one
+(``mdp_gevent``, in a hub of its own thread), each with the blocking and
+the gevent driver's workers and clients as peers, and some with the
+async driver's (:data:`PAIRS`); the capture of the traffic runs every
+broker with every driver's peers. Keys are made with
 ``mdp_zmq.glue.keygen`` in a temporary directory: ``pay`` may serve
 ``payments``, ``refunds`` only ``payments.*``; ``shop`` may call
 ``payments``; everyone allowed may use ``echo``; ``outsider``'s key is
@@ -12,6 +15,7 @@ assertions.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
@@ -21,11 +25,14 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
+import gevent
 import mdp_async
+import mdp_gevent
 import mdp_zmq
 import pytest
 import zmq
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from gevent_support import GeventHub
 from mdp_zmq.glue import LogLimiter, Security, TransportConfig, keygen
 
 from mdp_core import (
@@ -41,12 +48,23 @@ from mdp_core import (
 )
 
 E = TypeVar("E", bound=Event)
-BROKERS = ["zmq", "trio", "asyncio"]
+#: The drivers, as brokers and as peers (workers and clients).
+DRIVERS = ["zmq", "trio", "asyncio", "gevent"]
+BROKERS = DRIVERS
+#: (broker, peers): every broker with the blocking and the gevent peers, and
+#: the async peers with a blocking and the gevent broker.
+PAIRS = [(b, p) for b in BROKERS for p in ("zmq", "gevent")] + [("zmq", "trio"),
+                                                                 ("gevent", "asyncio")]
+#: The peers whose client hears of a key refused at the handshake (the DEALER
+#: monitor's EVENT_HANDSHAKE_FAILED_AUTH reaches its core through
+#: ``engine.DealerEngine``): it fails as REFUSED, the others' as UNREACHABLE.
+HEARS_REFUSAL = {"gevent"}
 PEOPLE = ["broker", "pay", "refunds", "shop", "mallory", "outsider"]
 POLICY = Policy(serve={"payments": ["pay"], "payments.*": ["pay", "refunds"], "echo": ["*"]},
                 call={"payments": ["shop"], "echo": ["*"]})
 SECRET = b"SECRET-pay 100 to account 0123456789"
 QUICK = ClientConfig(timeout=1.0, retries=0, diagnose_timeout=2.0)
+REFUSAL_WAIT = ClientConfig(timeout=5.0, retries=0, diagnose_timeout=2.0)
 
 
 # ------------------------------------------------------------------ keys and helpers
@@ -100,6 +118,9 @@ class EventLog:
         assert ok, f"no {what}: {self.events[-10:]}"
 
 
+Loops = dict[str, Any]  # "trio"/"asyncio": a BlockingPortal; "gevent": a GeventHub
+
+
 class Running:
     """A running broker of some driver: endpoint, events, engine."""
 
@@ -112,13 +133,17 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def portals() -> Iterator[dict[str, BlockingPortal]]:
+def loops() -> Iterator[Loops]:
+    """An event loop per async backend and a gevent hub, each in a thread of its own."""
     with ExitStack() as stack:
-        yield {b: stack.enter_context(start_blocking_portal(b)) for b in ("trio", "asyncio")}
+        out: Loops = {b: stack.enter_context(start_blocking_portal(b)) for b in ("trio", "asyncio")}
+        hub = out["gevent"] = GeventHub()
+        stack.callback(hub.close)
+        yield out
 
 
 @contextmanager
-def running(driver: str, portals: dict[str, BlockingPortal], transport: TransportConfig,
+def running(driver: str, loops: Loops, transport: TransportConfig,
             config: BrokerConfig | None = None) -> Iterator[Running]:
     """A broker of ``driver`` on a free loopback port, closed on exit."""
     log = EventLog()
@@ -131,29 +156,94 @@ def running(driver: str, portals: dict[str, BlockingPortal], transport: Transpor
             b.close()
             thread.join(10)
         return
+    if driver == "gevent":
+        hub: GeventHub = loops["gevent"]
+        gb = hub.call(mdp_gevent.Broker, "tcp://127.0.0.1:*", config, transport=transport,
+                      on_event=log)
+        serving = hub.call(gb.start)
+        try:
+            yield Running(gb, log)
+        finally:
+            gb.close()
+            hub.call(serving.get, timeout=15)
+        return
     ab = mdp_async.Broker("tcp://127.0.0.1:*", config, transport=transport, on_event=log)
-    with portals[driver].wrap_async_context_manager(ab):
+    with loops[driver].wrap_async_context_manager(ab):
         yield Running(ab, log)
 
 
+class PeerClient:
+    """A client of some driver, called from the test's thread; ``with`` closes it."""
+
+    def __init__(self, request: Callable[..., list[bytes]],
+                 service_exists: Callable[[str], bool], close: Callable[[], object]) -> None:
+        self.request = request
+        self.service_exists = service_exists
+        self.close = close
+
+    def __enter__(self) -> PeerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Peers:
+    """Workers and clients of one driver (``driver``), made and called from the
+    test's thread; the workers are closed on exit. A handler is a plain
+    function that may block: the async and gevent workers run it in a thread."""
+
+    def __init__(self, driver: str, loops: Loops, stack: ExitStack) -> None:
+        self.driver = driver
+        self.loop = loops.get(driver)
+        self.stack = stack
+
+    def worker(self, endpoint: str, service: str, handler: Callable[[list[bytes]], Any],
+               transport: TransportConfig | None = None) -> None:
+        if self.driver == "zmq":
+            w = mdp_zmq.Worker(endpoint, service, handler, transport=transport)
+            thread = w.start()
+            self.stack.callback(thread.join, 10)
+            self.stack.callback(w.close)
+        elif self.driver == "gevent":
+            hub: GeventHub = self.loop
+
+            def in_thread(frames: list[bytes]) -> Any:
+                return gevent.get_hub().threadpool.apply(handler, (frames,))
+
+            gw = hub.call(mdp_gevent.Worker, endpoint, service, in_thread, transport=transport)
+            serving = hub.call(gw.start)
+            self.stack.callback(hub.call, serving.get, timeout=15)
+            self.stack.callback(gw.close)
+        else:
+            self.stack.enter_context(self.loop.wrap_async_context_manager(mdp_async.Worker(
+                endpoint, service, handler, threaded=True, transport=transport)))
+
+    def client(self, endpoint: str, config: ClientConfig,
+               transport: TransportConfig | None = None) -> PeerClient:
+        if self.driver == "zmq":
+            c = mdp_zmq.Client(endpoint, config, transport=transport)
+            return PeerClient(c.request, c.service_exists, c.close)
+        if self.driver == "gevent":
+            hub: GeventHub = self.loop
+            gc = hub.call(mdp_gevent.Client, endpoint, config, transport=transport)
+            return PeerClient(lambda *a: hub.call(gc.request, *a),
+                              lambda name: hub.call(gc.service_exists, name),
+                              lambda: hub.call(gc.close))
+        portal: BlockingPortal = self.loop
+        cm = portal.wrap_async_context_manager(mdp_async.Client(endpoint, config,
+                                                                transport=transport))
+        ac = cm.__enter__()
+        return PeerClient(lambda *a: portal.call(functools.partial(ac.request, *a)),
+                          lambda name: portal.call(ac.service_exists, name),
+                          lambda: cm.__exit__(None, None, None))
+
+
 @contextmanager
-def started_workers() -> Iterator[Callable[..., mdp_zmq.Worker]]:
-    """``start(endpoint, service, handler, transport=...)``: blocking workers, closed on exit."""
-    made: list[tuple[mdp_zmq.Worker, threading.Thread]] = []
-
-    def start(endpoint: str, service: str, handler: Callable[[list[bytes]], Any],
-              transport: TransportConfig | None = None) -> mdp_zmq.Worker:
-        w = mdp_zmq.Worker(endpoint, service, handler, transport=transport)
-        made.append((w, w.start()))
-        return w
-
-    try:
-        yield start
-    finally:
-        for w, _ in made:
-            w.close()
-        for _, t in made:
-            t.join(10)
+def peers_of(driver: str, loops: Loops) -> Iterator[Peers]:
+    """:class:`Peers` of ``driver``, their workers closed on exit."""
+    with ExitStack() as stack:
+        yield Peers(driver, loops, stack)
 
 
 class CountingLimiter(LogLimiter):
@@ -182,22 +272,25 @@ def wait_until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> No
 # ------------------------------------------------------------------ authentication
 
 
-@pytest.mark.parametrize("driver", BROKERS)
+@pytest.mark.parametrize(("driver", "peers"), PAIRS)
 def test_peers_without_a_key_or_with_an_unknown_one_get_no_service_and_are_logged_once(
-    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
-    caplog: pytest.LogCaptureFixture,
+    driver: str, peers: str, keys: Keys, loops: Loops, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
-            started_workers() as start:
+    with running(driver, loops, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            peers_of(peers, loops) as p:
         limiter = b.engine.log_limiter = CountingLimiter(burst=1, window=600)
-        start(b.endpoint, "echo", lambda f: f, keys.peer("outsider"))
-        start(b.endpoint, "echo", lambda f: f)  # no key at all
-        for transport in (keys.peer("outsider"), TransportConfig()):
-            with mdp_zmq.Client(b.endpoint, QUICK, transport=transport) as c, \
+        p.worker(b.endpoint, "echo", lambda f: f, keys.peer("outsider"))
+        p.worker(b.endpoint, "echo", lambda f: f)  # no key at all
+        refused = FailureCause.REFUSED if peers in HEARS_REFUSAL else FailureCause.UNREACHABLE
+        for transport, cause in ((keys.peer("outsider"), refused),
+                                 (TransportConfig(), FailureCause.UNREACHABLE)):
+            # The refused handshake drops the connection, which ends the
+            # attempt at once; the long timeout only bounds a slow ZAP answer.
+            with p.client(b.endpoint, REFUSAL_WAIT, transport) as c, \
                     pytest.raises(mdp_zmq.RequestTimeout) as failed:
                 c.request("echo", b"hi")
-            assert failed.value.cause is FailureCause.UNREACHABLE
+            assert failed.value.cause is cause, failed.value
         # Each kind was refused at least twice (a worker and a client): the
         # first refusal is logged, the others only counted.
         wait_until(lambda: limiter.calls.get("CURVE key refused", 0) >= 2
@@ -208,7 +301,10 @@ def test_peers_without_a_key_or_with_an_unknown_one_get_no_service_and_are_logge
         assert b.log.of(WorkerReady) == [] and b.log.events == []
         (line,) = records(caplog, "refused a CURVE key")
         assert "allow-list, from 127.0.0.1" in line
-        with mdp_zmq.Client(b.endpoint, QUICK, transport=keys.peer("shop")) as c:
+        if peers in HEARS_REFUSAL:  # the refused worker and client say so too
+            wait_until(lambda: len(records(caplog, "refused this peer's CURVE key")) >= 2,
+                       "the peers' log lines of the refusal")
+        with p.client(b.endpoint, QUICK, keys.peer("shop")) as c:
             assert not c.service_exists("echo")  # the refused workers never registered
     summaries = records(caplog, "suppressed")
     assert any("CURVE key refused" in s for s in summaries), summaries
@@ -216,17 +312,41 @@ def test_peers_without_a_key_or_with_an_unknown_one_get_no_service_and_are_logge
 
 
 @pytest.mark.parametrize("driver", BROKERS)
+def test_the_summary_of_held_back_zap_refusals_comes_while_the_broker_is_idle(
+    driver: str, keys: Keys, loops: Loops, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key refusal the limiter holds back makes the broker wake for its
+    summary, even with no peer left and so no deadline of the core's (the
+    same for refused handshakes seen on the monitor:
+    ``test_security_glue.py``)."""
+    caplog.set_level(logging.WARNING)
+    kind, security = "CURVE key refused", keys.peer("outsider").security
+    with running(driver, loops, keys.broker()) as b:
+        # The broker's own clock (trio's is not time.monotonic's).
+        limiter = b.engine.log_limiter = CountingLimiter(
+            burst=1, window=1.0, clock=b.engine.log_limiter._clock)
+        socks = [raw_dealer(b.endpoint, security, b"refused-%d" % i) for i in range(2)]
+        try:
+            wait_until(lambda: limiter.calls.get(kind, 0) >= 2, f"two {kind} refusals")
+        finally:
+            for sock in socks:
+                sock.close(0)
+        # One line was logged, the rest held back: nothing else happens now.
+        wait_until(lambda: any(kind in s for s in records(caplog, "suppressed")),
+                   f"the summary of the {kind} lines while serving")
+
+
+@pytest.mark.parametrize(("driver", "peers"), PAIRS)
 def test_a_peer_with_another_broker_key_is_refused_and_logged(
-    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
-    caplog: pytest.LogCaptureFixture,
+    driver: str, peers: str, keys: Keys, loops: Loops, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
     shop = keys.peer("shop").security
     assert shop is not None
     wrong = TransportConfig(security=Security(shop.public_key, shop.secret_key,
                                               broker_key=shop.public_key))
-    with running(driver, portals, keys.broker()) as b:
-        with mdp_zmq.Client(b.endpoint, QUICK, transport=wrong) as c, \
+    with running(driver, loops, keys.broker()) as b, peers_of(peers, loops) as p:
+        with p.client(b.endpoint, QUICK, wrong) as c, \
                 pytest.raises(mdp_zmq.RequestTimeout) as failed:
             c.request("echo", b"hi")
         assert failed.value.cause is FailureCause.UNREACHABLE
@@ -234,12 +354,25 @@ def test_a_peer_with_another_broker_key_is_refused_and_logged(
                    "log line of the refusal")
 
 
+@pytest.mark.parametrize("peers", sorted(HEARS_REFUSAL))
+@pytest.mark.parametrize("driver", BROKERS)
+def test_a_client_whose_key_is_refused_at_the_handshake_says_so(
+    driver: str, peers: str, keys: Keys, loops: Loops,
+) -> None:
+    with running(driver, loops, keys.broker()) as b, peers_of(peers, loops) as p, \
+            p.client(b.endpoint, REFUSAL_WAIT, keys.peer("outsider")) as c, \
+            pytest.raises(mdp_zmq.RequestTimeout) as failed:
+        c.request("echo", b"hi")
+    assert failed.value.cause is FailureCause.REFUSED
+    assert str(failed.value).endswith("the broker refused this client's key at the handshake")
+
+
 # ------------------------------------------------------------------ authorization
 
 
-@pytest.mark.parametrize("driver", BROKERS)
+@pytest.mark.parametrize(("driver", "peers"), PAIRS)
 def test_a_worker_without_the_right_cannot_register_and_the_allowed_one_serves_all(
-    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
+    driver: str, peers: str, keys: Keys, loops: Loops,
 ) -> None:
     seen_by_refunds: list[list[bytes]] = []
 
@@ -247,17 +380,17 @@ def test_a_worker_without_the_right_cannot_register_and_the_allowed_one_serves_a
         seen_by_refunds.append(frames)
         return [b"forged"]
 
-    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
-            started_workers() as start:
-        start(b.endpoint, "payments", refunds, keys.peer("refunds"))
+    with running(driver, loops, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            peers_of(peers, loops) as p:
+        p.worker(b.endpoint, "payments", refunds, keys.peer("refunds"))
         b.log.wait_for(lambda: bool(b.log.of(WorkerRefused)), "WorkerRefused")
         (refused, *_) = b.log.of(WorkerRefused)
         assert refused.service == b"payments"
         assert refused.reason == ("not allowed: identity 'refunds' may not serve b'payments'; "
                                   "sent DISCONNECT")
-        start(b.endpoint, "payments", lambda f: [b"paid", *f], keys.peer("pay"))
+        p.worker(b.endpoint, "payments", lambda f: [b"paid", *f], keys.peer("pay"))
         b.log.wait_for(lambda: bool(b.log.of(WorkerReady)), "WorkerReady")
-        with mdp_zmq.Client(b.endpoint, QUICK, transport=keys.peer("shop")) as c:
+        with p.client(b.endpoint, QUICK, keys.peer("shop")) as c:
             for i in range(20):
                 assert c.request("payments", b"%d" % i) == [b"paid", b"%d" % i]
         b.log.wait_for(lambda: len(b.log.of(RequestDelivered)) == 20, "20 deliveries")
@@ -265,15 +398,16 @@ def test_a_worker_without_the_right_cannot_register_and_the_allowed_one_serves_a
         assert {e.worker for e in b.log.of(RequestDelivered)} == {b.log.of(WorkerReady)[0].worker}
 
 
-@pytest.mark.parametrize("driver", BROKERS)
+@pytest.mark.parametrize(("driver", "peers"), PAIRS)
 def test_a_client_not_allowed_is_refused_and_its_client_says_why(
-    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
+    driver: str, peers: str, keys: Keys, loops: Loops,
 ) -> None:
-    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
-            started_workers() as start:
-        start(b.endpoint, "payments", lambda f: [b"paid"], keys.peer("pay"))
+    """The diagnosis asks a second question after a 404: every client sends it."""
+    with running(driver, loops, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            peers_of(peers, loops) as p:
+        p.worker(b.endpoint, "payments", lambda f: [b"paid"], keys.peer("pay"))
         b.log.wait_for(lambda: bool(b.log.of(WorkerReady)), "WorkerReady")
-        with mdp_zmq.Client(b.endpoint, QUICK, transport=keys.peer("mallory")) as c:
+        with p.client(b.endpoint, QUICK, keys.peer("mallory")) as c:
             assert not c.service_exists("payments")  # it does not learn of it
             with pytest.raises(mdp_zmq.RequestTimeout) as failed:
                 c.request("payments", SECRET)
@@ -282,32 +416,9 @@ def test_a_client_not_allowed_is_refused_and_its_client_says_why(
         b.log.wait_for(lambda: bool(b.log.of(RequestRefused)), "RequestRefused")
         (refused,) = b.log.of(RequestRefused)
         assert refused.reason == "not allowed: identity 'mallory' may not call b'payments'"
-        with mdp_zmq.Client(b.endpoint, QUICK, transport=keys.peer("shop")) as c:
+        with p.client(b.endpoint, QUICK, keys.peer("shop")) as c:
             assert c.service_exists("payments")
             assert c.request("payments", b"x") == [b"paid"]
-
-
-@pytest.mark.parametrize("peers", ["trio", "asyncio"])
-def test_an_async_client_not_allowed_learns_why_too(
-    peers: str, keys: Keys, portals: dict[str, BlockingPortal],
-) -> None:
-    """The diagnosis asks a second question after a 404: the async client sends it."""
-    with running("zmq", portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
-            started_workers() as start:
-        start(b.endpoint, "payments", lambda f: [b"paid"], keys.peer("pay"))
-        b.log.wait_for(lambda: bool(b.log.of(WorkerReady)), "WorkerReady")
-
-        async def call(name: str) -> list[bytes] | mdp_zmq.RequestTimeout:
-            async with mdp_async.Client(b.endpoint, QUICK, transport=keys.peer(name)) as c:
-                try:
-                    return await c.request("payments", SECRET)
-                except mdp_zmq.RequestTimeout as exc:
-                    return exc
-
-        failed = portals[peers].call(call, "mallory")
-        assert isinstance(failed, mdp_zmq.RequestTimeout)
-        assert failed.cause is FailureCause.REFUSED
-        assert portals[peers].call(call, "shop") == [b"paid"]
 
 
 # ------------------------------------------------------------------ routing ids
@@ -325,9 +436,9 @@ def raw_dealer(endpoint: str, security: Security | None, routing_id: bytes) -> z
     return s
 
 
-@pytest.mark.parametrize("driver", BROKERS)
+@pytest.mark.parametrize(("driver", "peers"), PAIRS)
 def test_a_second_connection_claiming_a_routing_id_with_another_key_is_refused(
-    driver: str, keys: Keys, portals: dict[str, BlockingPortal],
+    driver: str, peers: str, keys: Keys, loops: Loops,
 ) -> None:
     busy, release = threading.Event(), threading.Event()
 
@@ -336,9 +447,9 @@ def test_a_second_connection_claiming_a_routing_id_with_another_key_is_refused(
         release.wait(10)
         return [b"yours", *frames]
 
-    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
-            started_workers() as start:
-        start(b.endpoint, "payments", slow, keys.peer("pay"))
+    with running(driver, loops, keys.broker(), BrokerConfig(policy=POLICY)) as b, \
+            peers_of(peers, loops) as p:
+        p.worker(b.endpoint, "payments", slow, keys.peer("pay"))
         b.log.wait_for(lambda: bool(b.log.of(WorkerReady)), "WorkerReady")
         worker_id = b.log.of(WorkerReady)[0].worker
         shop, mallory = keys.peer("shop").security, keys.peer("mallory").security
@@ -425,37 +536,21 @@ class Relay:
 
 
 def round_trip_through(relay: Relay, worker_t: TransportConfig, client_t: TransportConfig,
-                       peers: str, portals: dict[str, BlockingPortal]) -> list[bytes]:
+                       peers: str, loops: Loops) -> list[bytes]:
     """A worker and a client (of ``peers``' driver) talking through ``relay``."""
-    if peers == "zmq":
-        with started_workers() as start:
-            start(relay.endpoint, "payments", lambda f: [b"done: " + f[0]], worker_t)
-            with mdp_zmq.Client(relay.endpoint, ClientConfig(timeout=5, retries=1),
-                                transport=client_t) as c:
-                return c.request("payments", SECRET)
-
-    async def go() -> list[bytes]:
-        async def handler(frames: list[bytes]) -> list[bytes]:
-            return [b"done: " + frames[0]]
-
-        async with mdp_async.Worker(relay.endpoint, "payments", handler, transport=worker_t), \
-                mdp_async.Client(relay.endpoint, ClientConfig(timeout=5, retries=1),
-                                 transport=client_t) as c:
-            return await c.request("payments", SECRET)
-
-    return portals[peers].call(go)
+    with peers_of(peers, loops) as p:
+        p.worker(relay.endpoint, "payments", lambda f: [b"done: " + f[0]], worker_t)
+        with p.client(relay.endpoint, ClientConfig(timeout=5, retries=1), client_t) as c:
+            return c.request("payments", SECRET)
 
 
-@pytest.mark.parametrize("peers", ["zmq", "trio", "asyncio"])
+@pytest.mark.parametrize("peers", DRIVERS)
 @pytest.mark.parametrize("driver", BROKERS)
-def test_the_traffic_is_encrypted(
-    driver: str, peers: str, keys: Keys, portals: dict[str, BlockingPortal],
-) -> None:
-    with running(driver, portals, keys.broker(), BrokerConfig(policy=POLICY)) as b:
+def test_the_traffic_is_encrypted(driver: str, peers: str, keys: Keys, loops: Loops) -> None:
+    with running(driver, loops, keys.broker(), BrokerConfig(policy=POLICY)) as b:
         relay = Relay(b.port)
         try:
-            reply = round_trip_through(relay, keys.peer("pay"), keys.peer("shop"), peers,
-                                       portals)
+            reply = round_trip_through(relay, keys.peer("pay"), keys.peer("shop"), peers, loops)
         finally:
             relay.close()
     assert reply == [b"done: " + SECRET]
@@ -466,15 +561,12 @@ def test_the_traffic_is_encrypted(
 
 
 @pytest.mark.parametrize("driver", BROKERS)
-def test_the_relay_sees_the_body_in_clear_without_curve(
-    driver: str, portals: dict[str, BlockingPortal],
-) -> None:
+def test_the_relay_sees_the_body_in_clear_without_curve(driver: str, loops: Loops) -> None:
     """The control: the same capture shows the body when CURVE is off."""
-    with running(driver, portals, TransportConfig()) as b:
+    with running(driver, loops, TransportConfig()) as b:
         relay = Relay(b.port)
         try:
-            reply = round_trip_through(relay, TransportConfig(), TransportConfig(), "zmq",
-                                       portals)
+            reply = round_trip_through(relay, TransportConfig(), TransportConfig(), "zmq", loops)
         finally:
             relay.close()
     assert reply == [b"done: " + SECRET]

@@ -26,6 +26,7 @@ from mdp_zmq.engine import EngineViews, RouterEngine
 from mdp_zmq.glue import (
     MonitorEvent,
     TransportConfig,
+    close_broker,
     open_broker,
 )
 
@@ -33,14 +34,7 @@ import mdp_core
 from mdp_core import Event
 
 from ._background import Background, plain_interrupt
-from ._pump import (
-    Pump,
-    close_monitor_socket,
-    close_socket,
-    make_pump,
-    watch_monitor,
-    watch_readable,
-)
+from ._pump import Pump, make_pump, watch_monitor, watch_readable
 
 __all__ = ["Broker"]
 
@@ -120,7 +114,7 @@ class Broker(Background, EngineViews):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(watch_monitor, self._monitor, self._on_monitor)
                     if self._zap is not None:
-                        tg.start_soon(watch_readable, self._zap.socket, self.engine.zap_ready)
+                        tg.start_soon(watch_readable, self._zap.socket, self._on_zap)
                     task_status.started()
                     await self._pump.run(self._turn)
         finally:
@@ -155,24 +149,28 @@ class Broker(Background, EngineViews):
         return drained, engine.wake_at()
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        """Feed the tracker; wake the pump if a peer's connection is gone."""
+        """Feed the tracker; wake the pump if a peer's connection is gone (or a
+        summary of refused handshakes is due sooner)."""
         if self.engine.monitor_events(events) and self._pump is not None:
+            self._pump.wake()
+
+    def _on_zap(self) -> None:
+        """Answer the ZAP handler; wake the pump if a summary is due sooner."""
+        if self.engine.zap_ready() and self._pump is not None:
             self._pump.wake()
 
     def _shutdown(self) -> None:
         """DISCONNECT every worker, send it, close (no await: safe while cancelled)."""
-        router = self._router
         try:
             self.engine.close(anyio.current_time())
         finally:
-            close_monitor_socket(router, self._monitor)
-            close_socket(router, self._pump, self.transport.linger)
-            zap = self._zap
-            if zap is not None and not zap.socket.closed:
-                # After the ROUTER, so no handshake is left unchecked; its
-                # watcher is woken before the fd goes.
-                anyio.notify_closing(zap.socket.get(zmq.FD))  # type: ignore[arg-type]
-                zap.close()
-            if self._own_context:
-                self.context.term()
+            if self._pump is not None:
+                self._pump.close()
+            close_broker(self.context, self._own_context, self._zap, self._router,
+                         self._monitor, _notify_closing)
             log.info("broker stopped")
+
+
+def _notify_closing(sock: zmq.Socket[bytes]) -> None:
+    """Wake the task waiting on ``sock``'s fd (the socket closes next)."""
+    anyio.notify_closing(sock.get(zmq.FD))  # type: ignore[arg-type]

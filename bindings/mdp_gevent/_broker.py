@@ -8,7 +8,8 @@ wakes the pump when a peer's connection is gone. Dead peers are found in
 the same layers as by the other brokers: monitor DISCONNECTED +
 ``zmq.SRCFD``, ZMTP heartbeats (which end in the same DISCONNECTED),
 ``ROUTER_MANDATORY`` (EHOSTUNREACH on send), then the core's own MDP
-heartbeats.
+heartbeats. With CURVE (``TransportConfig.security``) a third greenlet
+answers the ZAP handler.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import time
 from collections.abc import Callable, Sequence
 
 import zmq
+import zmq.green
 from gevent.monkey import get_original
 from mdp_zmq.engine import EngineViews, RouterEngine
-from mdp_zmq.glue import MonitorEvent, TransportConfig, close_monitor, make_router
+from mdp_zmq.glue import MonitorEvent, TransportConfig, close_broker, open_broker
 
 import mdp_core
 from mdp_core import Event
 
-from ._pump import MonitorWatch, Pump, green_context, plain
+from ._pump import MonitorWatch, Pump, Watch, green_context, plain
 from ._service import Service
 
 __all__ = ["Broker"]
@@ -52,18 +54,26 @@ class Broker(EngineViews, Service):
     serves once. The sockets belong to the hub of the thread that made
     them: serve in that thread.
 
+    With ``transport.security`` (a broker's :class:`~mdp_zmq.glue.Security`)
+    every connection is CURVE: keys not in its allow-list are refused at
+    the handshake (logged, rate-limited), and each message reaches the
+    core with its sender's identity. A greenlet answers the ZAP handler,
+    which is bound in the broker's context: then a new
+    ``zmq.green.Context`` unless ``context`` is given (one secured broker
+    per context), terminated when the broker stops (which waits at most
+    the ROUTER's linger for unsent messages).
+
     ``context`` must be a ``zmq.green.Context`` (default: its
-    ``instance()``). ``on_event`` is called with every core event, after
-    it is logged, in the pump's greenlet between a read and the next
-    send: it must not block (spawn a greenlet for slow work); an exception
-    it raises is logged and ignored. ``metrics`` (a
+    ``instance()``, or a new one with security). ``on_event`` is called with
+    every core event, after it is logged, in the pump's greenlet between a
+    read and the next send: it must not block (spawn a greenlet for slow
+    work); an exception it raises is logged and ignored. ``metrics`` (a
     :class:`mdp_core.BrokerMetrics`) is fed every core event in the pump's
     turn and makes the core time each request; read it with
     :meth:`metrics_snapshot`, from any thread. Raises ``zmq.ZMQError`` if an
-    endpoint cannot be bound, ValueError if there is none or one is empty,
-    or if ``transport.security`` is set (this driver does not run a ZAP
-    handler yet: a secured broker is ``mdp_zmq``'s or ``mdp_async``'s),
-    TypeError if one is not a str or ``context`` is not green.
+    endpoint cannot be bound (or a ZAP handler is already bound in
+    ``context``), ValueError if there is none or one is empty, TypeError if
+    one is not a str or ``context`` is not green.
     """
 
     _name = "broker"
@@ -83,23 +93,18 @@ class Broker(EngineViews, Service):
         elif not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
             raise TypeError("endpoints must be a str or a sequence of str, not "
                             f"{type(endpoints).__name__}")
-        transport = transport if transport is not None else TransportConfig()
-        if transport.security is not None:
-            # libzmq lets every CURVE key in while no ZAP handler is bound:
-            # refuse rather than serve a broker that only looks secured.
-            raise ValueError("mdp_gevent.Broker has no CURVE support yet (transport.security): "
-                             "run a secured broker with mdp_zmq or mdp_async")
+        if context is not None:
+            green_context(context)  # the TypeError of a plain one
         self.core = mdp_core.Broker(config, timed=metrics is not None)
         self.metrics = metrics
         self._done = False  # shut down: the hub's thread no longer uses the core
         self._thread: int | None = None  # the serving hub's thread
-        self.transport = transport
-        self.context = green_context(context)
-        self._router, self._monitor, self.endpoints = make_router(
-            self.context, endpoints, self.transport)
+        self.transport = transport if transport is not None else TransportConfig()
+        (self.context, self._own_context, self._zap, self._router, self._monitor,
+         self.endpoints) = open_broker(context, endpoints, self.transport, zmq.green.Context)
         self.engine = RouterEngine(self.core, plain(self._router), plain(self._monitor),
                                    self.transport, log=log, clock=time.monotonic,
-                                   on_event=on_event, metrics=metrics)
+                                   on_event=on_event, metrics=metrics, zap=self._zap)
         self._pump: Pump | None = None
         super().__init__()  # after the bind: nothing to release if it fails
 
@@ -149,11 +154,14 @@ class Broker(EngineViews, Service):
     def _serve(self) -> None:
         log.info("broker listening on %s", ", ".join(self.endpoints))
         self._pump = pump = Pump(self.engine.router)
-        watch = MonitorWatch(self.engine.monitor, self._on_monitor)
+        watches: list[Watch] = [MonitorWatch(self.engine.monitor, self._on_monitor)]
+        if self._zap is not None:
+            watches.append(Watch(plain(self._zap.socket), self._on_zap))
         try:
             pump.run(self._turn)
         finally:
-            watch.stop()
+            for watch in watches:
+                watch.stop()
             pump.stop()
 
     def _turn(self, now: float) -> tuple[bool, float | None]:
@@ -167,20 +175,27 @@ class Broker(EngineViews, Service):
         return drained, engine.wake_at()
 
     def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        """Feed the tracker; wake the pump if a peer's connection is gone."""
+        """Feed the tracker; wake the pump if a peer's connection is gone (or a
+        summary of refused handshakes is due sooner)."""
         if self.engine.monitor_events(events) and self._pump is not None:
             self._pump.wake()
+
+    def _on_zap(self) -> None:
+        """Answer the ZAP handler; wake the pump if a summary is due sooner."""
+        if self.engine.zap_ready():
+            self._wake()
 
     def _wake(self) -> None:
         if self._pump is not None:
             self._pump.wake()
 
     def _shutdown(self) -> None:
-        """DISCONNECT every worker, send it, close (never blocks the hub)."""
+        """DISCONNECT every worker, send it, close: the ZAP handler after the
+        ROUTER, then an owned context (whose term waits at most the linger)."""
         try:
             self.engine.close(time.monotonic())
         finally:
-            close_monitor(self._router, self._monitor)
-            self._router.close()  # LINGER from TransportConfig bounds this
             self._done = True
+            close_broker(self.context, self._own_context, self._zap, self._router,
+                         self._monitor)
             log.info("broker stopped")

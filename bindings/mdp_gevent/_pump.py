@@ -42,7 +42,7 @@ from gevent.hub import get_hub
 from greenlet import getcurrent, greenlet
 from mdp_zmq.glue import MonitorEvent, drain_monitor
 
-__all__ = ["MonitorWatch", "Pump", "Turn", "green_context", "plain"]
+__all__ = ["MonitorWatch", "Pump", "Turn", "Watch", "green_context", "plain"]
 
 #: A driver's turn: ``turn(now) -> (drained, deadline)``. ``drained`` is
 #: False if it stopped reading with messages left (it is called again
@@ -198,29 +198,49 @@ class Pump:
         self._armed = _NAN
 
 
-class MonitorWatch:
+class Watch:
+    """Calls ``on_ready()`` whenever ``sock`` may be readable, in a greenlet of
+    its own, until :meth:`stop`.
+
+    ``sock`` is a :func:`plain` view; this is the only greenlet waiting on
+    its fd. ``on_ready`` reads what is waiting without blocking (a batch at
+    most: while ``sock`` stays readable the others get a turn between two
+    calls, so a flood of CURVE handshakes on a ZAP socket cannot starve a
+    broker's pump).
+    """
+
+    def __init__(self, sock: zmq.Socket[bytes], on_ready: Callable[[], object]) -> None:
+        self.sock = sock
+        self.on_ready = on_ready
+        self._pump = Pump(sock)
+        self.greenlet = gevent.spawn(self._pump.run, self._turn)
+
+    def _turn(self, now: float) -> tuple[bool, float | None]:
+        self.on_ready()
+        return not int(self.sock.get(_EVENTS)) & _POLLIN, None
+
+    def stop(self) -> None:
+        """Stop watching now (the socket may be closed right after)."""
+        self._pump.stop()
+        self.greenlet.kill(block=False)  # one that has not started never will
+
+
+class MonitorWatch(Watch):
     """Hands every batch of events on a monitor socket to ``on_events``, in a
     greenlet of its own, until :meth:`stop`.
 
-    ``mon`` is the monitor (a :func:`plain` view); this is the only
-    greenlet waiting on its fd. Others may read it too (a broker, before
-    it binds a new peer to an fd): each reader reads to the end.
+    ``mon`` is the monitor (a :func:`plain` view). Others may read it too
+    (a broker, before it binds a new peer to an fd): each reader reads to
+    the end.
     """
 
     def __init__(self, mon: zmq.Socket[bytes],
                  on_events: Callable[[list[MonitorEvent]], None]) -> None:
         self.mon = mon
         self.on_events = on_events
-        self._pump = Pump(mon)
-        self.greenlet = gevent.spawn(self._pump.run, self._turn)
+        super().__init__(mon, self._drain)
 
-    def _turn(self, now: float) -> tuple[bool, float | None]:
+    def _drain(self) -> None:
         events = drain_monitor(self.mon)
         if events:
             self.on_events(events)
-        return True, None
-
-    def stop(self) -> None:
-        """Stop watching now (the monitor may be closed right after)."""
-        self._pump.stop()
-        self.greenlet.kill(block=False)  # one that has not started never will

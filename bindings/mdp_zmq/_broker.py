@@ -29,7 +29,7 @@ from ._runner import Runner
 from .engine import EngineViews, RouterEngine
 from .glue import (
     TransportConfig,
-    close_monitor,
+    close_broker,
     open_broker,
     timeout_ms,
 )
@@ -216,12 +216,8 @@ class Broker(Runner, EngineViews):
         try:
             self.engine.close(self.clock())
         finally:
-            close_monitor(self._router, self._monitor)
-            self._router.close()  # LINGER from TransportConfig bounds this
+            close_broker(self.context, self._own_context, self._zap, self._router,
+                         self._monitor)
             self._answer_asks(final=True)
-            if self._zap is not None:
-                self._zap.close()  # after the ROUTER: no handshake is left unchecked
-            if self._own_context:
-                self.context.term()
             self._waker.close()
             log.info("broker stopped")

@@ -140,8 +140,6 @@ def cmd_broker(args: argparse.Namespace) -> int:
         broker = module.Broker(endpoints, config, transport=transport, metrics=metrics)
     except zmq.ZMQError as exc:
         raise CliError(f"cannot bind {' '.join(endpoints)}: {exc}", status=1) from None
-    except ValueError as exc:  # what this driver cannot do (gevent: CURVE)
-        raise CliError(f"--driver {args.driver}: {exc}") from None
     server = None
     if exposition is not None:
         try:

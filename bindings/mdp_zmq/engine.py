@@ -23,12 +23,12 @@ A broker's turn (:class:`RouterEngine`):
   handler's requests (:meth:`RouterEngine.zap_ready`) and log refused
   keys and failed handshakes, rate-limited.
 
-A worker's or client's turn (:class:`DealerEngine`): read a batch into
-the core, tell it what the DEALER's monitor saw (a completed handshake, a
-dropped connection) once the socket is empty, tick it when due, and send
-what it queued, reporting a refused send to its ``send_failed``. Acting
-on the core's events (a worker's job, a client's reply or reset) is the
-driver's, between the turn and the next flush.
+A worker's or client's turn (:class:`DealerEngine`): read a batch into the
+core, tell it what the DEALER's monitor saw (a completed handshake, one the
+broker refused, a dropped connection) once the socket is empty, tick it when
+due, and send what it queued, reporting a refused send to its
+``send_failed``. Acting on the core's events (a worker's job, a client's
+reply or reset) is the driver's, between the turn and the next flush.
 
 Nothing here waits or decides anything about MDP: the core decides.
 """
@@ -78,6 +78,7 @@ _ACCEPTED = int(zmq.EVENT_ACCEPTED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _HANDSHAKE_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+_HANDSHAKE_REFUSED = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 #: Why a handshake failed (monitor values of HANDSHAKE_FAILED_PROTOCOL).
 _HANDSHAKE_WHY = {
     int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "a peer without CURVE",
@@ -131,6 +132,7 @@ class RouterEngine:
         self._lost: dict[bytes, None] = {}  # peers lost, in order, not yet told to the core
         self._lost_turns = 0
         self._deadline: float | None = None
+        self._wake: float | None = None  # what wake_at() last said
         #: The ZAP handler a secured broker answers (None without security).
         self.zap = zap
         # With CURVE every message carries its sender's identity for the core.
@@ -148,11 +150,13 @@ class RouterEngine:
         due = self.log_limiter.next_due
         if due is not None and (wake is None or due < wake):
             wake = due
+        self._wake = wake
         return wake
 
     def monitor_ready(self) -> bool:
         """Feed every monitor event waiting to the tracker; True if a peer was
-        found lost (the driver then makes sure :meth:`turn` runs soon)."""
+        found lost, or a refused handshake it logged made a summary due before
+        :meth:`wake_at` said (the driver then makes sure :meth:`turn` runs soon)."""
         return self.monitor_events(drain_monitor(self.monitor))
 
     def monitor_events(self, events: Iterable[MonitorEvent]) -> bool:
@@ -171,18 +175,26 @@ class RouterEngine:
                 continue
             for peer in gone:
                 lost.setdefault(peer)
-        return len(lost) > before
+        return len(lost) > before or self._summary_sooner()
 
-    def zap_ready(self) -> None:
+    def zap_ready(self) -> bool:
         """Answer the ZAP requests waiting (a batch at most), logging each key
-        refused (rate-limited); does nothing without a ZAP handler."""
+        refused (rate-limited); does nothing without a ZAP handler. True if a
+        refusal it held back made a summary due before :meth:`wake_at` said
+        (the driver then makes sure :meth:`turn` runs soon)."""
         zap, log = self.zap, self.log
         if zap is None:
-            return
+            return False
         for refusal in zap.handle_waiting():
             if self.log_limiter.allow(log, logging.WARNING, "CURVE key refused"):
                 log.warning("refused a CURVE key that is not on the allow-list, from %s: %s",
                             shorten(refusal.address), shorten(refusal.key))
+        return self._summary_sooner()
+
+    def _summary_sooner(self) -> bool:
+        """A summary of suppressed lines is due before the driver's wait ends."""
+        due, wake = self.log_limiter.next_due, self._wake
+        return due is not None and (wake is None or due < wake)
 
     def turn(self, now: float, readable: bool = True) -> bool:
         """Read (if ``readable`` or a loss waits), tell losses, tick, send, report.
@@ -392,12 +404,15 @@ class DealerEngine:
     events and calls :meth:`flush`. None of them blocks. One engine serves
     one socket; a new socket gets a new engine.
 
-    :attr:`handshake` and :attr:`dropped` hold what the monitor saw and the
-    core has not been told yet: a completed handshake (``Client.connected``;
-    a worker's core needs no such input, it is logged) and a dropped
-    connection (``connection_lost``). They are told once the socket has
-    been read to the end, because libzmq queues a connection's last
-    messages (a broker's DISCONNECT, a reply) before it reports the drop.
+    :attr:`handshake`, :attr:`refused` and :attr:`dropped` hold what the
+    monitor saw and the core has not been told yet: a completed handshake
+    (``Client.connected``), one whose credentials the broker refused
+    (``Client.handshake_refused``; libzmq's ``EVENT_HANDSHAKE_FAILED_AUTH``,
+    logged as a warning) and a dropped connection (``connection_lost``); a
+    worker's core needs neither handshake input: they are only logged. They
+    are told once the socket has been read to the end, because libzmq
+    queues a connection's last messages (a broker's DISCONNECT, a reply)
+    before it reports the drop; a refusal before the drop that follows it.
     """
 
     def __init__(
@@ -416,9 +431,13 @@ class DealerEngine:
         self.endpoint = endpoint
         #: The monitor saw a handshake the core has not been told of.
         self.handshake = False
+        #: The monitor saw the broker refuse the handshake; the core has not been told.
+        self.refused = False
         #: The monitor saw the connection drop; the core has not been told.
         self.dropped = False
-        self._connected = core.connected if isinstance(core, mdp_core.Client) else None
+        client = core if isinstance(core, mdp_core.Client) else None
+        self._connected = None if client is None else client.connected
+        self._refused = None if client is None else client.handshake_refused
 
     def monitor_ready(self) -> bool:
         """Read every monitor event waiting; True if the core must hear of one
@@ -437,6 +456,12 @@ class DealerEngine:
                     self.log.debug("connected to broker at %s", ev.endpoint or self.endpoint)
                 else:
                     self.log.info("connected to broker at %s", ev.endpoint or self.endpoint)
+            elif ev.event == _HANDSHAKE_REFUSED:
+                self.log.warning("the broker at %s refused this peer's CURVE key at the "
+                                 "handshake (ZAP status %d)", ev.endpoint or self.endpoint,
+                                 ev.value)
+                if self._refused is not None:
+                    self.refused = news = True
         return news
 
     def turn(self, now: float, readable: bool = True) -> bool:
@@ -475,6 +500,10 @@ class DealerEngine:
         if self.handshake and connected is not None:
             self.handshake = False
             connected(now)
+        refused = self._refused
+        if self.refused and refused is not None:
+            self.refused = False
+            refused(now)
         if self.dropped:
             self.dropped = False
             self.log.info("connection to %s dropped", self.endpoint)

@@ -20,8 +20,7 @@ import itertools
 import logging
 import math
 import os
-import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +52,7 @@ from ._security import (
     load_secret_key,
 )
 from ._tracker import ConnectionTracker
+from ._waker import Waker
 
 __all__ = [
     "DEALER_MONITOR_EVENTS",
@@ -75,6 +75,7 @@ __all__ = [
     "apply_security",
     "as_endpoints",
     "broker_context",
+    "close_broker",
     "close_monitor",
     "configure_socket",
     "describe",
@@ -109,8 +110,10 @@ log = logging.getLogger("mdp_zmq")
 
 #: Events the broker needs from its ROUTER: both carry the connection's fd.
 ROUTER_MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
-#: Events a worker or client needs from its DEALER.
-DEALER_MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+#: Events a worker or client needs from its DEALER (the last: the broker's
+#: ZAP handler refused its CURVE key).
+DEALER_MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                         | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 #: What a secured broker's ROUTER monitor adds, to log refused handshakes:
 #: a peer without CURVE or with another broker key (a key the ZAP handler
 #: refuses is logged by it; a peer that hangs up mid-handshake is not a refusal).
@@ -333,14 +336,16 @@ def open_broker(
     context: zmq.Context[Any] | None,
     endpoints: Iterable[str],
     transport: TransportConfig,
+    kind: type[zmq.Context[Any]] = zmq.Context,
 ) -> tuple[zmq.Context[Any], bool, ZapHandler | None, zmq.Socket[bytes], zmq.Socket[bytes],
            list[str]]:
-    """Everything a broker opens, in order: its context (:func:`broker_context`),
-    its ZAP handler (:func:`start_zap`) and its ROUTER with its monitor
-    (:func:`make_router`). Returns ``(context, owned, zap, router, monitor,
-    bound)``; if a step fails, what the earlier ones opened is closed (an
-    owned context terminated) and the error raised."""
-    context, owned = broker_context(context, transport)
+    """Everything a broker opens, in order: its context (:func:`broker_context`,
+    of ``kind``), its ZAP handler (:func:`start_zap`) and its ROUTER with its
+    monitor (:func:`make_router`). Returns ``(context, owned, zap, router,
+    monitor, bound)``; if a step fails, what the earlier ones opened is closed
+    (an owned context terminated) and the error raised. Closing is the
+    broker's, in the reverse order: see :func:`close_broker`."""
+    context, owned = broker_context(context, transport, kind)
     try:
         zap = start_zap(context, transport)
         try:
@@ -354,6 +359,33 @@ def open_broker(
             context.term()
         raise
     return context, owned, zap, router, monitor, bound
+
+
+def close_broker(
+    context: zmq.Context[Any],
+    owned: bool,
+    zap: ZapHandler | None,
+    router: zmq.Socket[bytes],
+    monitor: zmq.Socket[bytes],
+    closing: Callable[[zmq.Socket[bytes]], object] = lambda sock: None,
+) -> None:
+    """Close what :func:`open_broker` opened, in the order security needs: the
+    monitor, the ROUTER (its ``LINGER`` bounds the wait for unsent messages),
+    the ZAP handler only then (libzmq admits every key while none is bound),
+    and the context if the broker owns it. ``closing(sock)`` runs before each
+    socket closes (an async driver wakes the task waiting on its fd). What is
+    closed already is skipped; if a step raises, the later ones are not taken."""
+    if not monitor.closed:
+        closing(monitor)
+        close_monitor(router, monitor)
+    if not router.closed:
+        closing(router)
+        router.close()
+    if zap is not None and not zap.socket.closed:
+        closing(zap.socket)
+        zap.close()
+    if owned and not context.closed:
+        context.term()
 
 
 def make_router(
@@ -494,45 +526,3 @@ def next_part(
     except StopIteration as stop:
         value = stop.value
         return True, b"" if value is None else value
-
-
-class Waker:
-    """A thread- and signal-safe way to wake a loop blocked in ``zmq.Poller``.
-
-    ``fileno()`` goes into the poller; ``wake()`` may be called from any
-    thread or a signal handler; ``clear()`` empties it. ``write_fd()`` is
-    the other end, non-blocking, for ``signal.set_wakeup_fd``: then the
-    C-level signal handler itself wakes the loop, even when the signal
-    lands just before the poll starts.
-    """
-
-    def __init__(self) -> None:
-        self._r, self._w = socket.socketpair()
-        self._r.setblocking(False)
-        self._w.setblocking(False)
-
-    def fileno(self) -> int:
-        """The fd to register for POLLIN."""
-        return self._r.fileno()
-
-    def write_fd(self) -> int:
-        """The fd whose writes make :meth:`fileno` readable (non-blocking)."""
-        return self._w.fileno()
-
-    def wake(self) -> None:
-        """Make the fd readable (never blocks, never raises on a full pipe)."""
-        with contextlib.suppress(OSError):
-            self._w.send(b"\0")
-
-    def clear(self) -> None:
-        """Consume pending wake-ups."""
-        try:
-            while self._r.recv(4096):
-                pass
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        """Release both ends."""
-        self._r.close()
-        self._w.close()
