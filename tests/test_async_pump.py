@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 import zmq
-from mdp_async._pump import Pump, close_socket, make_pump
+from mdp_async._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
+from mdp_zmq.glue import DEALER_MONITOR_EVENTS, MonitorEvent, open_monitor
 
 pytestmark = pytest.mark.anyio
 
@@ -168,3 +169,20 @@ async def test_cancelling_the_run_stops_the_turns_and_a_closed_socket_is_let_go(
     assert turns == before
     close_socket(a, pump, None)
     assert a.closed
+
+
+async def test_a_monitor_watcher_started_for_a_socket_closed_meanwhile_returns() -> None:
+    # A pooled client may close a socket (its request failed at once)
+    # before the task started to watch that socket's monitor first ran.
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        mon = open_monitor(sock, DEALER_MONITOR_EVENTS)
+        close_monitor_socket(sock, mon)
+        seen: list[list[MonitorEvent]] = []
+        with anyio.fail_after(5):
+            await watch_monitor(mon, seen.append)
+        assert mon.closed and seen == []
+    finally:
+        sock.close(0)
+        ctx.term()

@@ -271,8 +271,11 @@ async def watch_monitor(
     """Hand every batch of monitor events on ``mon`` to ``on_events``, forever.
 
     The only task waiting on ``mon``'s fd. Returns when ``mon`` is closed
-    (by :func:`close_monitor_socket` from another task).
+    (by :func:`close_monitor_socket` from another task), also before this
+    task first ran (a pooled client's request that failed at once).
     """
+    if mon.closed:
+        return
     fd: int = mon.get(zmq.FD)  # type: ignore[assignment]
     while not mon.closed:
         if int(mon.get(_EVENTS)) & _POLLIN:
