@@ -241,10 +241,8 @@ class _Pair(ClientPair):
         Raises :class:`mdp_zmq.RequestTimeout` when the core gives up on it.
         """
         while True:
-            if self.engine is None:
-                self._open()
-            assert self.engine is not None and self.pump is not None
-            self.engine.flush(anyio.current_time())
+            self.prepare()
+            assert self.pump is not None
             try:
                 out: list[PartialReply | FinalReply] = await self.pump.run(self.turn)
             finally:
@@ -252,7 +250,8 @@ class _Pair(ClientPair):
             if out:
                 return out
 
-    def _open(self) -> None:
+    def open(self) -> None:
+        """A socket to the broker the core chose, and its monitor's watcher."""
         c = self.client
         endpoint = self.endpoint
         sock, mon = make_dealer(c.context, endpoint, c.transport)

@@ -246,10 +246,8 @@ class _Pair(ClientPair):
         Raises :class:`mdp_zmq.RequestTimeout` when the core gives up on it.
         """
         while True:
-            if self.engine is None:
-                self._open()
-            assert self.engine is not None and self.pump is not None
-            self.engine.flush(time.monotonic())
+            self.prepare()
+            assert self.pump is not None
             try:
                 out: list[PartialReply | FinalReply] = self.pump.run(self.turn)
             finally:
@@ -257,7 +255,8 @@ class _Pair(ClientPair):
             if out:
                 return out
 
-    def _open(self) -> None:
+    def open(self) -> None:
+        """A socket to the broker the core chose, and its monitor's watcher."""
         c = self.client
         endpoint = self.endpoint
         self._sock, self._mon = make_dealer(c.context, endpoint, c.transport)

@@ -173,10 +173,10 @@ class ClientPair:
     """A client pool's core Client and its DEALER's :class:`DealerEngine` (opened
     on first use, replaced on ``ResetConnection``), and the driver's pump.
 
-    The subclass opens a socket to :attr:`endpoint` (setting :attr:`engine`
-    and :attr:`pump`), implements :meth:`close`, and drives a request with
-    :meth:`begin`, then runs :meth:`turn` in its pump until it stops with
-    the request's replies, calling :meth:`after_run` after every run.
+    The subclass implements :meth:`open` and :meth:`close`, and drives a
+    request with :meth:`begin`, then, until the pump stops with the
+    request's replies, :meth:`prepare`, a run of :meth:`turn` in its pump
+    and :meth:`after_run` (also when the run raised).
     ``endpoints`` are the client's, ``clock`` and ``log`` the driver's.
     """
 
@@ -198,9 +198,22 @@ class ClientPair:
         """The broker the core chose: the one its latest ``ResetConnection`` named."""
         return self.endpoints[self.core.broker]
 
+    def open(self) -> None:
+        """Open a socket to :attr:`endpoint`: set :attr:`engine` and :attr:`pump`
+        and start watching the monitor (the subclass's)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Close the socket, if any (the subclass's; opened again on next use)."""
         raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Before a run of the pump: open a socket if there is none (the first
+        use, or after a reset), and send what the core queued."""
+        if self.engine is None:
+            self.open()
+        assert self.engine is not None
+        self.engine.flush(self.clock())
 
     def report_idle_drop(self) -> None:
         """Before a request: tell the core of a drop the monitor saw while idle.
