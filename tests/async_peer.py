@@ -14,37 +14,20 @@ or ``python tests/async_peer.py --backend asyncio worker echo --connect ... --de
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 
 import anyio
 import mdp_async
-
-from mdp_core import BrokerConfig, Dialect, WorkerConfig
-
-VERSIONS = {"0.1": Dialect.MDP01, "0.2": Dialect.MDP02}
+from peer_args import parser, served
 
 
-def transport(args: argparse.Namespace) -> mdp_async.TransportConfig:
-    """ZMTP heartbeats as the ``mdp`` command sets them."""
-    ivl = args.zmtp_heartbeat
-    timeout = args.zmtp_timeout or 3 * ivl
-    return mdp_async.TransportConfig(heartbeat_ivl=ivl, heartbeat_timeout=timeout,
-                                     heartbeat_ttl=timeout)
-
-
-def broker(args: argparse.Namespace) -> mdp_async.Broker:
-    """The broker the arguments describe (bound, not yet serving)."""
-    b = mdp_async.Broker(args.bind, BrokerConfig(heartbeat_interval=args.heartbeat),
-                         transport=transport(args))
-    print("mdp broker listening on " + " ".join(b.endpoints), flush=True)
-    return b
-
-
-def worker(args: argparse.Namespace) -> mdp_async.Worker:
-    """An echo worker that announces each job and takes ``--delay`` s over it."""
+def main(argv: list[str]) -> None:
+    """Parse, build the broker or worker, serve until SIGTERM/SIGINT."""
+    p = parser(__doc__)
+    p.add_argument("--backend", choices=["trio", "asyncio"], default="trio")
+    args = p.parse_args(argv)
     pid = os.getpid()
 
     async def echo(frames: list[bytes]) -> list[bytes]:
@@ -53,32 +36,7 @@ def worker(args: argparse.Namespace) -> mdp_async.Worker:
             await anyio.sleep(args.delay)
         return frames
 
-    w = mdp_async.Worker(args.connect, args.service, echo,
-                         WorkerConfig(heartbeat_interval=args.heartbeat), VERSIONS[args.mdp],
-                         transport=transport(args))
-    print(f"ready pid={pid}", flush=True)
-    return w
-
-
-def main(argv: list[str]) -> None:
-    """Parse, build the broker or worker, serve until SIGTERM/SIGINT."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", choices=["trio", "asyncio"], default="trio")
-    sub = p.add_subparsers(dest="role", required=True)
-    b = sub.add_parser("broker")
-    b.add_argument("--bind", action="append", required=True)
-    w = sub.add_parser("worker")
-    w.add_argument("service")
-    w.add_argument("--connect", required=True)
-    w.add_argument("--delay", type=float, default=0.0)
-    w.add_argument("--mdp", choices=sorted(VERSIONS), default="0.2")
-    for sp in (b, w):  # after the role, as the `mdp` command takes them
-        sp.add_argument("--heartbeat", type=float, default=2.5, help="MDP heartbeat interval")
-        sp.add_argument("--zmtp-heartbeat", type=float, default=1.0)
-        sp.add_argument("--zmtp-timeout", type=float, default=0.0)
-    args = p.parse_args(argv)
-    served = broker(args) if args.role == "broker" else worker(args)
-    anyio.run(serve_until_signal, served, backend=args.backend)
+    anyio.run(serve_until_signal, served(mdp_async, args, echo), backend=args.backend)
 
 
 async def serve_until_signal(served: mdp_async.Broker | mdp_async.Worker) -> None:

@@ -20,38 +20,20 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402 - after patch_all, as patched programs do
-import os  # noqa: E402
+import os  # noqa: E402 - after patch_all, as patched programs do
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
 import gevent  # noqa: E402
 import mdp_gevent  # noqa: E402
-
-from mdp_core import BrokerConfig, Dialect, WorkerConfig  # noqa: E402
-
-VERSIONS = {"0.1": Dialect.MDP01, "0.2": Dialect.MDP02}
+from peer_args import parser, served  # noqa: E402
 
 
-def transport(args: argparse.Namespace) -> mdp_gevent.TransportConfig:
-    """ZMTP heartbeats as the ``mdp`` command sets them."""
-    ivl = args.zmtp_heartbeat
-    timeout = args.zmtp_timeout or 3 * ivl
-    return mdp_gevent.TransportConfig(heartbeat_ivl=ivl, heartbeat_timeout=timeout,
-                                      heartbeat_ttl=timeout)
-
-
-def broker(args: argparse.Namespace) -> mdp_gevent.Broker:
-    """The broker the arguments describe (bound, not yet serving)."""
-    b = mdp_gevent.Broker(args.bind, BrokerConfig(heartbeat_interval=args.heartbeat),
-                          transport=transport(args))
-    print("mdp broker listening on " + " ".join(b.endpoints), flush=True)
-    return b
-
-
-def worker(args: argparse.Namespace) -> mdp_gevent.Worker:
-    """An echo worker that announces each job and takes ``--delay`` s over it."""
+def main(argv: list[str]) -> None:
+    """Parse, build the broker or worker, serve until SIGTERM/SIGINT."""
+    p = parser(__doc__ or "")
+    args = p.parse_args(argv)
     pid = os.getpid()
 
     def echo(frames: list[bytes]) -> list[bytes]:
@@ -60,33 +42,10 @@ def worker(args: argparse.Namespace) -> mdp_gevent.Worker:
             time.sleep(args.delay)  # patched: the pump keeps heartbeating meanwhile
         return frames
 
-    w = mdp_gevent.Worker(args.connect, args.service, echo,
-                          WorkerConfig(heartbeat_interval=args.heartbeat), VERSIONS[args.mdp],
-                          transport=transport(args))
-    print(f"ready pid={pid}", flush=True)
-    return w
-
-
-def main(argv: list[str]) -> None:
-    """Parse, build the broker or worker, serve until SIGTERM/SIGINT."""
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    sub = p.add_subparsers(dest="role", required=True)
-    b = sub.add_parser("broker")
-    b.add_argument("--bind", action="append", required=True)
-    w = sub.add_parser("worker")
-    w.add_argument("service")
-    w.add_argument("--connect", required=True)
-    w.add_argument("--delay", type=float, default=0.0)
-    w.add_argument("--mdp", choices=sorted(VERSIONS), default="0.2")
-    for sp in (b, w):  # after the role, as the `mdp` command takes them
-        sp.add_argument("--heartbeat", type=float, default=2.5, help="MDP heartbeat interval")
-        sp.add_argument("--zmtp-heartbeat", type=float, default=1.0)
-        sp.add_argument("--zmtp-timeout", type=float, default=0.0)
-    args = p.parse_args(argv)
-    served = broker(args) if args.role == "broker" else worker(args)
+    peer = served(mdp_gevent, args, echo)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(sig, served.close)
-    served.serve()
+        gevent.signal_handler(sig, peer.close)
+    peer.serve()
 
 
 if __name__ == "__main__":

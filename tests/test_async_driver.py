@@ -395,5 +395,5 @@ async def test_a_drop_seen_while_idle_does_not_cost_the_next_request_an_attempt(
                 await rec.wait_count(WorkerReady, 1)
                 assert await client.request("echo", b"%d" % n) == [b"%d" % n]
             with anyio.fail_after(10):  # the client's monitor has seen the drop
-                while not client._pairs[0].dropped:
+                while not ((engine := client._pairs[0].engine) and engine.dropped):
                     await anyio.sleep(0.01)

@@ -13,6 +13,7 @@ import anyio
 import pytest
 import zmq
 from mdp_async._pump import Pump, close_socket, make_pump, watch_monitor
+from pump_turns import ConsumedEdge, MessageDeadlineWake, Undrained, raise_what_is_read, readable
 
 pytestmark = pytest.mark.anyio
 
@@ -29,10 +30,6 @@ async def pair() -> AsyncIterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]:
     ctx.term()
 
 
-def readable(sock: zmq.Socket[bytes]) -> bool:
-    return bool(sock.get(zmq.EVENTS) & zmq.POLLIN)  # type: ignore[operator]
-
-
 async def test_a_message_whose_edge_was_consumed_is_not_waited_for(
     pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
 ) -> None:
@@ -42,60 +39,30 @@ async def test_a_message_whose_edge_was_consumed_is_not_waited_for(
         while not readable(a):  # this consumes the fd's edge: it will not fire for it
             await anyio.sleep(0.001)
     pump = make_pump(a)
-    turns: list[bytes | None] = []
-
-    def turn(now: float) -> tuple[bool, float | None]:
-        if not turns:
-            turns.append(None)  # a turn whose last call into the socket was not a read
-            return True, None
-        turns.append(a.recv(zmq.NOBLOCK))
-        pump.stop("read")
-        return True, None
-
+    turn = ConsumedEdge(a, pump)
     with anyio.fail_after(5):  # waiting on the fd would never return
         assert await pump.run(turn) == "read"
-    assert turns == [None, b"hello"]
+    assert turn.turns == [None, b"hello"]
     pump.close()
 
 
 async def test_the_turn_runs_again_when_a_message_arrives_at_its_deadline_and_on_wake(
     pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
 ) -> None:
-    # The fd also fires for libzmq's own commands, so a turn may come for
-    # nothing: each step below waits for its cause and ignores the others.
     a, b = pair
     pump = make_pump(a)
-    seen: list[str] = []
-    woken = False
-    deadline = 0.0
-
-    def turn(now: float) -> tuple[bool, float | None]:
-        nonlocal deadline
-        if not seen:
-            seen.append("first")
-            b.send(b"x")
-        elif len(seen) == 1 and readable(a):
-            seen.append("message: " + a.recv(zmq.NOBLOCK).decode())
-            deadline = now + 0.05
-        elif len(seen) == 2 and now >= deadline:
-            seen.append("deadline passed")
-        elif len(seen) == 3 and woken:
-            seen.append("woken")
-            pump.stop(len(seen))
-        return True, deadline if len(seen) == 2 else None
+    turn = MessageDeadlineWake(a, b, pump)
 
     async def wake_later() -> None:
-        nonlocal woken
-        while len(seen) < 3:
+        while not turn.waits_for_wake:
             await anyio.sleep(0.01)
-        woken = True
-        pump.wake()
+        turn.wake()
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(wake_later)
             assert await pump.run(turn) == 4
-    assert seen == ["first", "message: x", "deadline passed", "woken"]
+    assert turn.seen == ["first", "message: x", "deadline passed", "woken"]
     pump.close()
 
 
@@ -104,19 +71,11 @@ async def test_a_turn_that_did_not_drain_lets_other_tasks_in_before_the_next(
 ) -> None:
     a, _ = pair
     pump = make_pump(a)
-    ticks = 0
-    seen: list[int] = []
-
-    def turn(now: float) -> tuple[bool, float | None]:
-        seen.append(ticks)
-        if len(seen) == 4:
-            pump.stop()
-        return False, None
+    turn = Undrained(pump)
 
     async def other() -> None:
-        nonlocal ticks
         while True:
-            ticks += 1
+            turn.ticks += 1
             await anyio.sleep(0)
 
     with anyio.fail_after(5):
@@ -125,6 +84,7 @@ async def test_a_turn_that_did_not_drain_lets_other_tasks_in_before_the_next(
             await anyio.sleep(0)
             await pump.run(turn)
             tg.cancel_scope.cancel()
+    seen = turn.seen
     assert seen[-1] - seen[0] >= 2, seen  # the other task ran while the turns went on
     pump.close()
 
@@ -134,15 +94,9 @@ async def test_an_exception_in_the_turn_ends_run_with_it(
 ) -> None:
     a, b = pair
     pump = make_pump(a)
-
-    def turn(now: float) -> tuple[bool, float | None]:
-        if readable(a):
-            raise ValueError(a.recv(zmq.NOBLOCK))
-        return True, None
-
     b.send(b"bad")
     with anyio.fail_after(5), pytest.raises(ValueError, match="bad"):
-        await pump.run(turn)
+        await pump.run(raise_what_is_read(a))
     pump.close()
 
 

@@ -41,6 +41,7 @@ import mdp_zmq
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from gevent_support import GeventHub
+from load_support import one_outcome_each, requests_with_a_kill
 from zmq_support import Proc, ProcSet, free_tcp_endpoint, mdp_cli
 
 from mdp_core import (
@@ -505,39 +506,12 @@ def test_1000_requests_with_a_worker_killed_midway_each_has_exactly_one_outcome(
     broker.log.wait_count(WorkerReady, 3)
     n_clients, per_client = 4, 250
     clients = peers.clients(broker.endpoint, n_clients, ClientConfig(timeout=15, retries=0))
-    outcomes: dict[bytes, list[object]] = {}
-    lock = threading.Lock()
-    progress = threading.Semaphore(0)
-
-    def run(c: int) -> None:
-        for n in range(per_client):
-            body = b"%d-%d" % (c, n)
-            try:
-                outcome: object = clients[c].request("echo", body)
-            except mdp_zmq.RequestTimeout as exc:  # an explicit failure is an outcome too
-                outcome = exc
-            with lock:
-                outcomes.setdefault(body, []).append(outcome)
-            progress.release()
-
-    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in range(n_clients)]
-    for t in threads:
-        t.start()
-    for _ in range(300):
-        assert progress.acquire(timeout=30)
-    ws[1].signal(signal.SIGKILL)
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads)
-    expected = {b"%d-%d" % (c, n) for c in range(n_clients) for n in range(per_client)}
-    assert set(outcomes) == expected
-    assert all(len(o) == 1 for o in outcomes.values())  # exactly one outcome each
-    answered = {body for body, (o,) in outcomes.items() if o == [body]}
-    failed = [o for (o,) in outcomes.values() if isinstance(o, mdp_zmq.RequestTimeout)]
-    assert len(answered) + len(failed) == len(expected)  # a reply is always its own
-    assert failed == []  # and the broker re-dispatched what the dead worker held
-    broker.log.wait_count(RequestDelivered, len(expected))
-    assert len(broker.log.of(RequestDelivered)) == len(expected)
+    outcomes = requests_with_a_kill(clients, per_client, lambda: ws[1].signal(signal.SIGKILL))
+    # None failed: the broker re-dispatched what the dead worker held.
+    assert one_outcome_each(outcomes, n_clients, per_client) == []
+    expected = n_clients * per_client
+    broker.log.wait_count(RequestDelivered, expected)
+    assert len(broker.log.of(RequestDelivered)) == expected
     assert broker.log.of(RequestExpired) == []
     broker.log.wait_count(WorkerLost, 1)
 

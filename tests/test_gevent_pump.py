@@ -18,6 +18,7 @@ import pytest
 import zmq
 import zmq.green
 from mdp_gevent._pump import Pump, plain
+from pump_turns import ConsumedEdge, MessageDeadlineWake, Undrained, raise_what_is_read, readable
 
 Pair = tuple[zmq.Socket[bytes], zmq.Socket[bytes]]
 
@@ -35,10 +36,6 @@ def pair() -> Iterator[Pair]:
     ctx.term()
 
 
-def readable(sock: zmq.Socket[bytes]) -> bool:
-    return bool(sock.get(zmq.EVENTS) & zmq.POLLIN)  # type: ignore[operator]
-
-
 def test_a_message_whose_edge_was_consumed_is_not_waited_for(pair: Pair) -> None:
     a, b = pair
     b.send(b"hello")
@@ -46,59 +43,29 @@ def test_a_message_whose_edge_was_consumed_is_not_waited_for(pair: Pair) -> None
         while not readable(a):  # this consumes the fd's edge: it will not fire for it
             gevent.sleep(0.001)
     pump = Pump(a)
-    turns: list[bytes | None] = []
-
-    def turn(now: float) -> tuple[bool, float | None]:
-        if not turns:
-            turns.append(None)  # a turn whose last call into the socket was not a read
-            return True, None
-        turns.append(a.recv(zmq.NOBLOCK))
-        pump.stop("read")
-        return True, None
-
+    turn = ConsumedEdge(a, pump)
     with gevent.Timeout(5):  # waiting on the fd would never return
         assert pump.run(turn) == "read"
-    assert turns == [None, b"hello"]
+    assert turn.turns == [None, b"hello"]
 
 
 def test_the_turn_runs_again_when_a_message_arrives_at_its_deadline_and_on_wake(
     pair: Pair,
 ) -> None:
-    # The fd also fires for libzmq's own commands, so a turn may come for
-    # nothing: each step below waits for its cause and ignores the others.
     a, b = pair
     pump = Pump(a)
-    seen: list[str] = []
-    woken = False
-    deadline = 0.0
-
-    def turn(now: float) -> tuple[bool, float | None]:
-        nonlocal deadline
-        if not seen:
-            seen.append("first")
-            b.send(b"x")
-        elif len(seen) == 1 and readable(a):
-            seen.append("message: " + a.recv(zmq.NOBLOCK).decode())
-            deadline = now + 0.05
-        elif len(seen) == 2 and now >= deadline:
-            seen.append("deadline passed")
-        elif len(seen) == 3 and woken:
-            seen.append("woken")
-            pump.stop(len(seen))
-        return True, deadline if len(seen) == 2 else None
+    turn = MessageDeadlineWake(a, b, pump)
 
     def wake_later() -> None:
-        nonlocal woken
-        while len(seen) < 3:
+        while not turn.waits_for_wake:
             gevent.sleep(0.01)
-        woken = True
-        pump.wake()
+        turn.wake()
 
     waker = gevent.spawn(wake_later)
     with gevent.Timeout(5):
         assert pump.run(turn) == 4
     waker.join()
-    assert seen == ["first", "message: x", "deadline passed", "woken"]
+    assert turn.seen == ["first", "message: x", "deadline passed", "woken"]
 
 
 def test_a_turn_that_did_not_drain_lets_other_greenlets_in_before_the_next(
@@ -106,19 +73,11 @@ def test_a_turn_that_did_not_drain_lets_other_greenlets_in_before_the_next(
 ) -> None:
     a, _ = pair
     pump = Pump(a)
-    ticks = 0
-    seen: list[int] = []
-
-    def turn(now: float) -> tuple[bool, float | None]:
-        seen.append(ticks)
-        if len(seen) == 4:
-            pump.stop()
-        return False, None
+    turn = Undrained(pump)
 
     def other() -> None:
-        nonlocal ticks
         while True:
-            ticks += 1
+            turn.ticks += 1
             gevent.sleep(0)
 
     runner = gevent.spawn(other)
@@ -126,21 +85,16 @@ def test_a_turn_that_did_not_drain_lets_other_greenlets_in_before_the_next(
     with gevent.Timeout(5):
         pump.run(turn)
     runner.kill()
+    seen = turn.seen
     assert seen[-1] - seen[0] >= 2, seen  # the other greenlet ran while the turns went on
 
 
 def test_an_exception_in_the_turn_ends_run_with_it(pair: Pair) -> None:
     a, b = pair
     pump = Pump(a)
-
-    def turn(now: float) -> tuple[bool, float | None]:
-        if readable(a):
-            raise ValueError(a.recv(zmq.NOBLOCK))
-        return True, None
-
     b.send(b"bad")
     with gevent.Timeout(5), pytest.raises(ValueError, match="bad"):
-        pump.run(turn)
+        pump.run(raise_what_is_read(a))
 
 
 def test_a_wake_from_another_thread_and_a_kill_end_the_wait_and_it_runs_again(

@@ -366,7 +366,7 @@ def test_client_refuses_wrong_service_and_frame_types_at_the_call() -> None:
             client.stream("upper", None)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="name must be bytes-like or str"):
             client.service_exists(1.5)  # type: ignore[arg-type]
-        assert client._sock is None  # nothing was sent, no socket opened
+        assert client._engine is None  # nothing was sent, no socket opened
 
 
 def test_bytes_like_names_and_frames_are_accepted(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import mdp_zmq
 import pytest
+from load_support import one_outcome_each, requests_with_a_kill
 from test_drivers import DRIVERS, Driver, make, portals  # noqa: F401  (fixtures)
 from zmq_support import ProcSet, free_tcp_endpoint, mdp_cli
 
@@ -161,38 +162,9 @@ def test_a_broker_killed_during_1000_requests_loses_none_and_is_served_again_on_
     n_clients, per_client = 4, 250
     # Spread 0..3: two clients (sockets) start on each broker.
     clients = d.clients([a, b], n_clients, ClientConfig(timeout=5, retries=3), spread=0)
-    outcomes: dict[bytes, list[object]] = {}
-    lock = threading.Lock()
-    progress = threading.Semaphore(0)
-
-    def run(c: int) -> None:
-        for n in range(per_client):
-            body = b"%d-%d" % (c, n)
-            try:
-                outcome: object = clients[c].request("echo", body)
-            except mdp_zmq.RequestTimeout as exc:  # an explicit failure is an outcome too
-                outcome = exc
-            with lock:
-                outcomes.setdefault(body, []).append(outcome)
-            progress.release()
-
-    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in range(n_clients)]
-    for t in threads:
-        t.start()
-    for _ in range(300):
-        assert progress.acquire(timeout=30)
-    broker_a.signal(signal.SIGKILL)
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads)
-
-    expected = {b"%d-%d" % (c, n) for c in range(n_clients) for n in range(per_client)}
-    assert set(outcomes) == expected
-    assert all(len(o) == 1 for o in outcomes.values())  # one outcome each, none twice
-    answered = {body for body, (o,) in outcomes.items() if o == [body]}
-    failed = [o for (o,) in outcomes.values() if isinstance(o, mdp_zmq.RequestTimeout)]
-    assert len(answered) + len(failed) == len(expected)  # a reply is always its own
-    assert failed == []  # what A held was resent to B and answered there
+    outcomes = requests_with_a_kill(clients, per_client, lambda: broker_a.signal(signal.SIGKILL))
+    # None failed: what A held was resent to B and answered there.
+    assert one_outcome_each(outcomes, n_clients, per_client) == []
 
     broker_a.stop()
     broker_a = procs.start(d.broker_argv(a))  # the same port

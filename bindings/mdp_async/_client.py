@@ -24,15 +24,9 @@ from types import TracebackType
 import anyio
 import zmq
 from anyio.abc import TaskGroup
-from mdp_zmq import RequestTimeout
-from mdp_zmq.glue import (
-    MonitorEvent,
-    TransportConfig,
-    as_endpoints,
-    flush_dealer,
-    make_dealer,
-    next_spread,
-)
+from mdp_zmq.engine import DealerEngine
+from mdp_zmq.glue import TransportConfig, as_endpoints, make_dealer, next_spread
+from mdp_zmq.lanes import ClientPair
 
 import mdp_core
 from mdp_core import (
@@ -40,9 +34,6 @@ from mdp_core import (
     Dialect,
     FinalReply,
     PartialReply,
-    ProtocolError,
-    RequestFailed,
-    ResetConnection,
 )
 
 from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
@@ -50,12 +41,6 @@ from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_mo
 __all__ = ["Client"]
 
 log = logging.getLogger("mdp_async.client")
-
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_NOBLOCK = int(zmq.NOBLOCK)
-_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
-_HANDSHAKE = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
 
 class Client:
@@ -236,159 +221,50 @@ class _Lease:
         client._slots.release()
 
 
-class _Pair:
-    """A core Client and its DEALER (opened on first use, replaced on reset)."""
+class _Pair(ClientPair):
+    """A core Client and its DEALER (opened on first use, replaced on reset;
+    the turn is :class:`~mdp_zmq.lanes.ClientPair`'s)."""
+
+    pump: Pump | None
 
     def __init__(self, client: Client, group: TaskGroup) -> None:
+        super().__init__(mdp_core.Client(client.config, client.version,
+                                         brokers=len(client.endpoints),
+                                         spread=client.spread + len(client._pairs)),
+                         client.endpoints, log=log, clock=anyio.current_time)
         self.client = client
         self.group = group
-        self.core = mdp_core.Client(client.config, client.version,
-                                    brokers=len(client.endpoints),
-                                    spread=client.spread + len(client._pairs))
-        self.sock: zmq.Socket[bytes] | None = None
-        self.mon: zmq.Socket[bytes] | None = None
-        self.pump: Pump | None = None
-        self.dropped = False
-        self.handshake = False  # the monitor saw a handshake the core has not been told of
-        self._reset = False  # the core asked for a new socket
-        self._rid = 0
-
-    def report_idle_drop(self) -> None:
-        """Before a request: tell the core of a drop the monitor saw while idle.
-
-        It is not the next request's loss: with one broker the DEALER
-        queues the request until it is connected again; with several the
-        core moves on to another broker (a ``ResetConnection``, acted on
-        in :meth:`begin`).
-        """
-        if self.dropped:
-            self.dropped = False
-            self.core.connection_lost(anyio.current_time())
-
-    def begin(self, rid: int) -> None:
-        """Request ``rid`` is queued in the core, not sent yet.
-
-        A ``ResetConnection`` before it (a drop while idle, or a request the
-        core sends to another broker) closes the old socket before anything
-        is sent; the next step opens one to the broker the core chose.
-        """
-        self._rid = rid
-        for event in self.core.events():
-            if isinstance(event, ResetConnection):
-                self._close()
 
     async def step(self) -> list[PartialReply | FinalReply]:
         """Drive the core until the request has news: its replies in order.
 
-        Raises :class:`RequestTimeout` when the core gives up on it.
+        Raises :class:`mdp_zmq.RequestTimeout` when the core gives up on it.
         """
         while True:
-            if self.sock is None:
-                self._open()
+            self.prepare()
             assert self.pump is not None
-            self._flush()
             try:
-                out: list[PartialReply | FinalReply] = await self.pump.run(self._turn)
+                out: list[PartialReply | FinalReply] = await self.pump.run(self.turn)
             finally:
-                if self._reset:
-                    # Before the resend goes out (it waits in the core): a late
-                    # reply to the abandoned attempt dies with the old socket.
-                    log.debug("no reply in time; new socket")
-                    self._reset = False
-                    self._close()
+                self.after_run()
             if out:
                 return out
 
-    def _turn(self, now: float) -> tuple[bool, float | None]:
-        """Read, feed, tick; stop the run with the request's replies."""
-        core = self.core
-        self._read(now)
-        if self.handshake:
-            self.handshake = False
-            core.connected(now)
-        # After the socket: a reply queued before the drop still counts.
-        if self.dropped:
-            self.dropped = False
-            log.info("connection to %s dropped", self.client.endpoints[core.broker])
-            core.connection_lost(now)
-        deadline = core.next_deadline()
-        if deadline is not None and now >= deadline:
-            core.tick(now)
-        rid = self._rid
-        out: list[PartialReply | FinalReply] = []
-        for event in core.events():
-            if isinstance(event, ResetConnection):
-                self._reset = True
-            elif isinstance(event, (PartialReply, FinalReply)) and event.request_id == rid:
-                out.append(event)
-            elif isinstance(event, RequestFailed) and event.request_id == rid:
-                raise RequestTimeout(event.service, event.reason, event.cause,
-                                     ", ".join(self.client.endpoints))
-            elif isinstance(event, ProtocolError):
-                log.debug("dropped: %s", event.reason)
-        assert self.pump is not None
-        if out or self._reset:
-            self.pump.stop(out)
-        elif self._flush():
-            # What a reply made the core queue (the diagnosis' second
-            # question) went out here; a send that failed has news.
-            self.pump.wake()
-        return True, core.next_deadline()
-
-    def _read(self, now: float) -> None:
-        sock, core = self.sock, self.core
-        assert sock is not None
-        while True:
-            try:
-                frames = sock.recv_multipart(_NOBLOCK)
-            except zmq.Again:
-                return
-            core.receive(frames, now)
-            if not int(sock.get(_EVENTS)) & _POLLIN:
-                return
-
-    def _flush(self) -> bool:
-        """Send what the core queued; True if a send failed (reported to it)."""
-        assert self.sock is not None
-        # A refused send ends the attempt: the core resets and resends (or
-        # fails it), which the next turn acts on.
-        return not flush_dealer(self.sock, self.core, anyio.current_time())
-
-    def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        kinds = {ev.event for ev in events}
-        if _HANDSHAKE in kinds:
-            self.handshake = True
-        if _DISCONNECTED in kinds:
-            self.dropped = True
-        if kinds & {_HANDSHAKE, _DISCONNECTED} and self.pump is not None:
-            self.pump.wake()
-
-    def _open(self) -> None:
+    def open(self) -> None:
+        """A socket to the broker the core chose, and its monitor's watcher."""
         c = self.client
-        # The broker the core chose: the one its latest ResetConnection named.
-        self.sock, mon = make_dealer(c.context, c.endpoints[self.core.broker], c.transport)
+        endpoint = self.endpoint
+        sock, mon = make_dealer(c.context, endpoint, c.transport)
         assert mon is not None
-        self.mon = mon
-        self.pump = make_pump(self.sock)
-        self.dropped = self.handshake = False
-        self.group.start_soon(watch_monitor, mon, self._on_monitor)
-
-    def _close(self) -> None:
-        if self.sock is None:
-            return
-        assert self.mon is not None
-        close_monitor_socket(self.sock, self.mon)  # its watcher returns
-        close_socket(self.sock, self.pump, None)
-        self.sock = self.mon = None
-        self.pump = None
-
-    def cancel(self) -> None:
-        """Drop the outstanding request (the core's cancel) and its socket."""
-        self.core.cancel(anyio.current_time())
-        self.core.events()
-        self._close()
+        self.engine = DealerEngine(self.core, sock, mon, log=log, endpoint=endpoint)
+        self.pump = make_pump(sock)
+        self.group.start_soon(watch_monitor, mon, self.on_monitor)
 
     def close(self) -> None:
         """Close the socket (the pair may be opened again; the Client prevents it)."""
-        self._close()
-
+        engine = self.engine
+        if engine is None:
+            return
+        close_monitor_socket(engine.sock, engine.monitor)  # its watcher returns
+        close_socket(engine.sock, self.pump, None)
+        self.engine = self.pump = None

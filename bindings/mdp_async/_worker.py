@@ -25,19 +25,12 @@ import anyio
 import anyio.to_thread
 import zmq
 from anyio.abc import TaskGroup, TaskStatus
-from mdp_zmq.glue import (
-    LogLimiter,
-    MonitorEvent,
-    TransportConfig,
-    as_endpoints,
-    flush_dealer,
-    log_event,
-    log_handler_failure,
-    make_dealer,
-)
+from mdp_zmq.engine import DealerEngine
+from mdp_zmq.glue import LogLimiter, TransportConfig, as_endpoints, make_dealer
+from mdp_zmq.lanes import WorkerLane
 
 import mdp_core
-from mdp_core import BrokerLost, BytesLike, Dialect, NotCurrentRequest, RequestReceived
+from mdp_core import BytesLike, Dialect, RequestReceived
 
 from ._background import Background, plain_interrupt
 from ._pump import Pump, close_monitor_socket, close_socket, make_pump, watch_monitor
@@ -56,11 +49,6 @@ a :data:`Body`, an async generator function whose items are PARTIALs and
 whose last item is the FINAL, or a plain function returning a Body or a
 generator (items PARTIALs, return value the FINAL); see :class:`Worker`."""
 
-_BATCH = 64
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_NOBLOCK = int(zmq.NOBLOCK)
-_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _FRAMES = (bytes, bytearray, memoryview, list, tuple)
 _NOTHING: Any = object()
 
@@ -173,18 +161,16 @@ class Worker(Background):
             log.info("worker for %s stopped", self.service.decode(errors="replace"))
 
 
-class _Lane:
-    """One conversation at a time with one broker: a DEALER, a core, a pump."""
+class _Lane(WorkerLane):
+    """One conversation at a time with one broker: a DEALER, a core, a pump
+    (the turn and the answer are :class:`~mdp_zmq.lanes.WorkerLane`'s)."""
+
+    pump: Pump | None
 
     def __init__(self, worker: Worker, endpoint: str, core: mdp_core.Worker) -> None:
+        super().__init__(worker, endpoint, core, log=log, clock=anyio.current_time)
         self.worker = worker
-        self.endpoint = endpoint
-        self.core = core
-        self.sock: zmq.Socket[bytes] | None = None
-        self.mon: zmq.Socket[bytes] | None = None
-        self.pump: Pump | None = None
         self.jobs: TaskGroup | None = None  # the conversation's task group
-        self.dropped = False  # the monitor saw the connection drop
 
     async def run(self) -> None:
         """Conversations, one after the other, until cancelled."""
@@ -200,119 +186,58 @@ class _Lane:
     def open(self) -> None:
         """A new socket and a new conversation (READY queued and sent)."""
         w = self.worker
-        self.sock, self.mon = make_dealer(w.context, self.endpoint, w.transport)
-        self.pump = make_pump(self.sock)
-        self.dropped = False
-        self.core.connect(anyio.current_time())
-        self._flush()
+        sock, mon = make_dealer(w.context, self.endpoint, w.transport)
+        assert mon is not None
+        self.engine = DealerEngine(self.core, sock, mon, log=log, endpoint=self.endpoint)
+        self.pump = make_pump(sock)
+        now = anyio.current_time()
+        self.core.connect(now)
+        self.flush(now)
 
     async def _converse(self) -> float:
         """Pump until the conversation ends; return the reconnect delay."""
-        assert self.mon is not None and self.pump is not None
+        assert self.engine is not None and self.pump is not None
         async with anyio.create_task_group() as tg:
             self.jobs = tg
-            tg.start_soon(watch_monitor, self.mon, self._on_monitor)
-            delay: float = await self.pump.run(self._turn)
+            tg.start_soon(watch_monitor, self.engine.monitor, self.on_monitor)
+            delay: float = await self.pump.run(self.turn)
             tg.cancel_scope.cancel()  # the job, if any (its request is re-dispatched)
         return delay
 
-    def _turn(self, now: float) -> tuple[bool, float | None]:
-        """Read, feed, tick, send, start jobs (see :data:`~mdp_async._pump.Turn`)."""
-        core = self.core
-        emptied = self._read(now)
-        # After the socket: libzmq queues a connection's last messages
-        # (a broker's DISCONNECT) before it reports the drop.
-        if emptied and self.dropped:
-            self.dropped = False
-            log.info("connection to %s dropped", self.endpoint)
-            core.connection_lost(now)
-        deadline = core.next_deadline()
-        if deadline is not None and now >= deadline:
-            core.tick(now)
-        self._flush()
-        events = core.events()
-        if self.worker.metrics is not None:
-            self.worker.metrics.observe(events)
-        for event in events:
-            log_event(log, event, self.worker.log_limiter)
-            if isinstance(event, RequestReceived):
-                assert self.jobs is not None
-                self.jobs.start_soon(self._job, event)
-            elif isinstance(event, BrokerLost):
-                self._flush()
-                assert self.pump is not None
-                self.pump.stop(event.reconnect_delay)
-                return emptied, None
-        return emptied, core.next_deadline()
-
-    def _read(self, now: float) -> bool:
-        """Feed up to a batch of messages to the core; True if the socket was emptied."""
-        sock, core = self.sock, self.core
-        assert sock is not None
-        for _ in range(_BATCH):
-            try:
-                frames = sock.recv_multipart(_NOBLOCK)
-            except zmq.Again:
-                return True
-            core.receive(frames, now)
-            if not int(sock.get(_EVENTS)) & _POLLIN:
-                return True
-        return False
-
-    def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        for ev in events:
-            if ev.event == _DISCONNECTED:
-                self.dropped = True
-                assert self.pump is not None
-                self.pump.wake()
-            else:
-                log.info("connected to broker at %s", ev.endpoint or self.endpoint)
-
-    def _flush(self) -> None:
-        assert self.sock is not None
-        if not flush_dealer(self.sock, self.core, anyio.current_time()):
-            self._wake()  # the core has news (a broken conversation): another turn
+    def start_job(self, request: RequestReceived) -> None:
+        """Run the handler in a task of the conversation's task group."""
+        assert self.jobs is not None
+        self.jobs.start_soon(self._job, request)
 
     def close(self) -> None:
         """End the conversation (DISCONNECT if still open), send it, close."""
-        if self.sock is None:
+        engine = self.engine
+        if engine is None:
             return
-        self.core.disconnect(anyio.current_time())
-        self._flush()
-        for event in self.core.events():
-            log_event(log, event, self.worker.log_limiter)
-        assert self.mon is not None
-        close_monitor_socket(self.sock, self.mon)
-        close_socket(self.sock, self.pump, self.worker.transport.linger)
-        self.sock = self.mon = None
-        self.pump = self.jobs = None
+        self.end()
+        close_monitor_socket(engine.sock, engine.monitor)
+        close_socket(engine.sock, self.pump, self.worker.transport.linger)
+        self.engine = self.pump = None
+        self.jobs = None
 
     # ---------------------------------------------------------------- jobs
 
     async def _job(self, request: RequestReceived) -> None:
         """Run the handler for ``request`` and send its FINAL (or abandon it)."""
-        core, metrics, replied = self.core, self.worker.metrics, False
+        metrics, replied = self.worker.metrics, False
         if metrics is not None:
             metrics.started(request, anyio.current_time())
         try:
-            final = await self._call(request)
-            core.reply(request, final, anyio.current_time())
-            replied = True
-        except NotCurrentRequest as exc:  # the conversation ended meanwhile
-            log.debug("reply dropped: %s", exc)
-            return
-        except Exception as exc:
-            log_handler_failure(log, self.worker.log_limiter, self.worker.service, exc)
+            result: Body | Exception
             try:
-                core.abandon(request, anyio.current_time())
-            except NotCurrentRequest as exc:
-                log.debug("cannot abandon: %s", exc)
-        else:
-            self.worker.handled += 1
+                result = await self._call(request)
+            except Exception as exc:
+                result = exc
+            replied = self.answer(request, result)
         finally:
             if metrics is not None:
                 metrics.finished(request, replied, anyio.current_time())
-        self._wake()
+        self.wake()
 
     async def _call(self, request: RequestReceived) -> Body:
         """The handler's FINAL body; its PARTIALs are sent on the way."""
@@ -360,11 +285,7 @@ class _Lane:
 
     def _partial(self, request: RequestReceived, body: Body) -> None:
         self.core.partial(request, body, anyio.current_time())
-        self._wake()
-
-    def _wake(self) -> None:
-        if self.pump is not None:
-            self.pump.wake()
+        self.wake()
 
 
 def _step(items: Iterator[Body]) -> tuple[bool, Any]:

@@ -29,16 +29,15 @@ from types import TracebackType
 
 import gevent.lock
 import zmq
-from mdp_zmq import RequestTimeout
 from mdp_zmq.engine import DealerEngine
 from mdp_zmq.glue import (
-    MonitorEvent,
     TransportConfig,
     as_endpoints,
     close_monitor,
     make_dealer,
     next_spread,
 )
+from mdp_zmq.lanes import ClientPair
 
 import mdp_core
 from mdp_core import (
@@ -47,9 +46,6 @@ from mdp_core import (
     Dialect,
     FinalReply,
     PartialReply,
-    ProtocolError,
-    RequestFailed,
-    ResetConnection,
 )
 
 from ._pump import MonitorWatch, Pump, green_context, plain
@@ -228,118 +224,48 @@ class Client:
         return pair
 
 
-class _Pair:
-    """A core Client and its DEALER (opened on first use, replaced on reset)."""
+class _Pair(ClientPair):
+    """A core Client and its DEALER (opened on first use, replaced on reset;
+    the turn is :class:`~mdp_zmq.lanes.ClientPair`'s)."""
+
+    pump: Pump | None
 
     def __init__(self, client: Client) -> None:
+        super().__init__(mdp_core.Client(client.config, client.version,
+                                         brokers=len(client.endpoints),
+                                         spread=client.spread + len(client._pairs)),
+                         client.endpoints, log=log, clock=time.monotonic)
         self.client = client
-        self.core = mdp_core.Client(client.config, client.version,
-                                    brokers=len(client.endpoints),
-                                    spread=client.spread + len(client._pairs))
-        self.engine: DealerEngine | None = None  # the current socket's
-        self.pump: Pump | None = None
         self._watch: MonitorWatch | None = None
         self._sock: zmq.Socket[bytes] | None = None  # the green sockets, which own them
         self._mon: zmq.Socket[bytes] | None = None
-        self._reset = False  # the core asked for a new socket
-        self._rid = 0
-
-    def report_idle_drop(self) -> None:
-        """Before a request: tell the core of a drop the monitor saw while idle.
-
-        It is not the next request's loss: with one broker the DEALER
-        queues the request until it is connected again; with several the
-        core moves on to another broker (a ``ResetConnection``, acted on
-        in :meth:`begin`).
-        """
-        engine = self.engine
-        if engine is not None and engine.dropped:
-            engine.dropped = False
-            self.core.connection_lost(time.monotonic())
-
-    def begin(self, rid: int) -> None:
-        """Request ``rid`` is queued in the core, not sent yet.
-
-        A ``ResetConnection`` before it (a drop while idle, or a request the
-        core sends to another broker) closes the old socket before anything
-        is sent; the next step opens one to the broker the core chose.
-        """
-        self._rid = rid
-        for event in self.core.events():
-            if isinstance(event, ResetConnection):
-                self.close()
 
     def step(self) -> list[PartialReply | FinalReply]:
         """Drive the core until the request has news: its replies in order.
 
-        Raises :class:`RequestTimeout` when the core gives up on it.
+        Raises :class:`mdp_zmq.RequestTimeout` when the core gives up on it.
         """
         while True:
-            if self.engine is None:
-                self._open()
-            assert self.engine is not None and self.pump is not None
-            self.engine.flush(time.monotonic())
+            self.prepare()
+            assert self.pump is not None
             try:
-                out: list[PartialReply | FinalReply] = self.pump.run(self._turn)
+                out: list[PartialReply | FinalReply] = self.pump.run(self.turn)
             finally:
-                if self._reset:
-                    # Before the resend goes out (it waits in the core): a late
-                    # reply to the abandoned attempt dies with the old socket.
-                    log.debug("no reply in time; new socket")
-                    self._reset = False
-                    self.close()
+                self.after_run()
             if out:
                 return out
 
-    def _turn(self, now: float) -> tuple[bool, float | None]:
-        """Read, feed, tick; stop the run with the request's replies."""
-        core, engine = self.core, self.engine
-        assert engine is not None and self.pump is not None
-        # The engine tells the core of a drop after reading: a reply queued
-        # before the drop still counts.
-        drained = engine.turn(now)
-        rid = self._rid
-        out: list[PartialReply | FinalReply] = []
-        for event in core.events():
-            if isinstance(event, ResetConnection):
-                self._reset = True
-            elif isinstance(event, (PartialReply, FinalReply)) and event.request_id == rid:
-                out.append(event)
-            elif isinstance(event, RequestFailed) and event.request_id == rid:
-                raise RequestTimeout(event.service, event.reason, event.cause,
-                                     ", ".join(self.client.endpoints))
-            elif isinstance(event, ProtocolError):
-                log.debug("dropped: %s", event.reason)
-        if out or self._reset:
-            self.pump.stop(out)
-        elif not engine.flush(now):
-            # What a reply made the core queue (the diagnosis' second
-            # question) went out here; a send that was refused has news.
-            self.pump.wake()
-        return drained, core.next_deadline()
-
-    def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        engine = self.engine
-        if engine is not None and engine.monitor_events(events) and self.pump is not None:
-            self.pump.wake()
-
-    def _open(self) -> None:
+    def open(self) -> None:
+        """A socket to the broker the core chose, and its monitor's watcher."""
         c = self.client
-        # The broker the core chose: the one its latest ResetConnection named.
-        endpoint = c.endpoints[self.core.broker]
+        endpoint = self.endpoint
         self._sock, self._mon = make_dealer(c.context, endpoint, c.transport)
         assert self._mon is not None
         sock = plain(self._sock)
         self.engine = DealerEngine(self.core, sock, plain(self._mon), log=log,
                                    endpoint=endpoint)
         self.pump = Pump(sock)
-        self._watch = MonitorWatch(self.engine.monitor, self._on_monitor)
-
-    def cancel(self) -> None:
-        """Drop the outstanding request (the core's cancel) and its socket."""
-        self.core.cancel(time.monotonic())
-        self.core.events()
-        self.close()
+        self._watch = MonitorWatch(self.engine.monitor, self.on_monitor)
 
     def close(self) -> None:
         """Close the socket (opened again on next use; a closed Client prevents it)."""

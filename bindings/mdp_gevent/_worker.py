@@ -29,18 +29,16 @@ from greenlet import getcurrent
 from mdp_zmq.engine import DealerEngine
 from mdp_zmq.glue import (
     LogLimiter,
-    MonitorEvent,
     TransportConfig,
     as_endpoints,
     close_monitor,
-    log_event,
-    log_handler_failure,
     make_dealer,
     next_part,
 )
+from mdp_zmq.lanes import WorkerLane
 
 import mdp_core
-from mdp_core import BrokerLost, BytesLike, Dialect, NotCurrentRequest, RequestReceived
+from mdp_core import BytesLike, Dialect, RequestReceived
 
 from ._pump import MonitorWatch, Pump, green_context, plain
 from ._service import Service
@@ -167,15 +165,15 @@ class Worker(Service):
         log.info("worker for %s stopped", self.service.decode(errors="replace"))
 
 
-class _Lane:
-    """One conversation at a time with one broker: a DEALER, a core, a pump."""
+class _Lane(WorkerLane):
+    """One conversation at a time with one broker: a DEALER, a core, a pump
+    (the turn and the answer are :class:`~mdp_zmq.lanes.WorkerLane`'s)."""
+
+    pump: Pump | None
 
     def __init__(self, worker: Worker, endpoint: str, core: mdp_core.Worker) -> None:
+        super().__init__(worker, endpoint, core, log=log, clock=time.monotonic)
         self.worker = worker
-        self.endpoint = endpoint
-        self.core = core
-        self.engine: DealerEngine | None = None  # the conversation's socket
-        self.pump: Pump | None = None
         self.job: gevent.Greenlet[..., None] | None = None
         self._sock: zmq.Socket[bytes] | None = None  # the green sockets, which own them
         self._mon: zmq.Socket[bytes] | None = None
@@ -200,15 +198,16 @@ class _Lane:
         self.engine = DealerEngine(self.core, sock, plain(self._mon), log=log,
                                    endpoint=self.endpoint)
         self.pump = Pump(sock)
-        self.core.connect(time.monotonic())
-        self._flush()
+        now = time.monotonic()
+        self.core.connect(now)
+        self.flush(now)
 
     def _converse(self) -> float:
         """Pump until the conversation ends; return the reconnect delay."""
         assert self.engine is not None and self.pump is not None
-        watch = MonitorWatch(self.engine.monitor, self._on_monitor)
+        watch = MonitorWatch(self.engine.monitor, self.on_monitor)
         try:
-            delay: float = self.pump.run(self._turn)
+            delay: float = self.pump.run(self.turn)
         finally:
             watch.stop()
             if self.job is not None:
@@ -216,43 +215,15 @@ class _Lane:
                 self.job = None
         return delay
 
-    def _turn(self, now: float) -> tuple[bool, float | None]:
-        """Read, feed, tick, send, start jobs (see :data:`~mdp_gevent._pump.Turn`)."""
-        core, engine = self.core, self.engine
-        assert engine is not None
-        emptied = engine.turn(now)
-        engine.flush(now)
-        events = core.events()
-        if self.worker.metrics is not None:
-            self.worker.metrics.observe(events)
-        for event in events:
-            log_event(log, event, self.worker.log_limiter)
-            if isinstance(event, RequestReceived):
-                self.job = gevent.spawn(self._job, event)
-            elif isinstance(event, BrokerLost):
-                engine.flush(now)
-                assert self.pump is not None
-                self.pump.stop(event.reconnect_delay)
-                return emptied, None
-        return emptied, core.next_deadline()
-
-    def _on_monitor(self, events: list[MonitorEvent]) -> None:
-        if self.engine is not None and self.engine.monitor_events(events):
-            assert self.pump is not None
-            self.pump.wake()
-
-    def _flush(self) -> None:
-        if self.engine is not None and not self.engine.flush(time.monotonic()):
-            self._wake()  # a refused send: the next turn acts on what the core made of it
+    def start_job(self, request: RequestReceived) -> None:
+        """Run the handler in a greenlet of its own."""
+        self.job = gevent.spawn(self._job, request)
 
     def close(self) -> None:
         """End the conversation (DISCONNECT if still open), send it, close."""
         if self.engine is None:
             return
-        self.core.disconnect(time.monotonic())
-        self.engine.flush(time.monotonic())
-        for event in self.core.events():
-            log_event(log, event, self.worker.log_limiter)
+        self.end()
         if self.pump is not None:
             self.pump.stop()
         assert self._sock is not None and self._mon is not None
@@ -265,30 +236,22 @@ class _Lane:
 
     def _job(self, request: RequestReceived) -> None:
         """Run the handler for ``request`` and send its FINAL (or abandon it)."""
-        core, metrics, replied = self.core, self.worker.metrics, False
+        metrics, replied = self.worker.metrics, False
         if metrics is not None:
             metrics.started(request, time.monotonic())
         try:
-            final = self._call(request)
-            core.reply(request, final, time.monotonic())
-            replied = True
-        except NotCurrentRequest as exc:  # the conversation ended meanwhile
-            log.debug("reply dropped: %s", exc)
-            return
-        except Exception as exc:
-            log_handler_failure(log, self.worker.log_limiter, self.worker.service, exc)
+            result: Body | Exception
             try:
-                core.abandon(request, time.monotonic())
-            except NotCurrentRequest as exc:
-                log.debug("cannot abandon: %s", exc)
-        else:
-            self.worker.handled += 1
+                result = self._call(request)
+            except Exception as exc:
+                result = exc
+            replied = self.answer(request, result)
         finally:
             if metrics is not None:
                 metrics.finished(request, replied, time.monotonic())
             if self.job is getcurrent():
                 self.job = None
-        self._wake()
+        self.wake()
 
     def _call(self, request: RequestReceived) -> Body:
         """The handler's FINAL body; its PARTIALs are sent on the way."""
@@ -300,9 +263,5 @@ class _Lane:
             if done:
                 return value
             self.core.partial(request, value, time.monotonic())
-            self._wake()
+            self.wake()
             gevent.sleep(0)  # let the pump send it
-
-    def _wake(self) -> None:
-        if self.pump is not None:
-            self.pump.wake()

@@ -31,12 +31,11 @@ from mdp_core import (
     ResetConnection,
 )
 
+from .engine import DealerEngine
 from .glue import (
     TransportConfig,
     as_endpoints,
     close_monitor,
-    drain_monitor,
-    flush_dealer,
     make_dealer,
     next_spread,
     shorten,
@@ -116,8 +115,7 @@ class Client:
         self.transport = transport if transport is not None else TransportConfig()
         self.context = context if context is not None else zmq.Context.instance()
         self.clock = clock
-        self._sock: zmq.Socket[bytes] | None = None
-        self._mon: zmq.Socket[bytes] | None = None
+        self._engine: DealerEngine | None = None  # the current socket's
         self._poller = zmq.Poller()
         self._closed = False
 
@@ -241,30 +239,20 @@ class Client:
                                                  ", ".join(self.endpoints))
                         elif isinstance(event, ProtocolError):
                             log.debug("dropped: %s", shorten(event.reason))
-                    if self._sock is None:
+                    if self._engine is None:
                         self._open(core.broker)
                     settled = self._flush()
-                assert self._sock is not None and self._mon is not None
+                engine = self._engine
+                assert engine is not None
                 ready = dict(self._poller.poll(timeout_ms(core.next_deadline(), self.clock())))
                 now = self.clock()
-                if self._sock in ready or self._mon in ready:
-                    # The socket first: a reply queued before a drop still counts.
-                    while True:
-                        try:
-                            msg = self._sock.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        core.receive(msg, now)
-                if self._mon in ready:
-                    for ev in drain_monitor(self._mon):
-                        if ev.event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                            core.connected(now)
-                        elif ev.event == zmq.EVENT_DISCONNECTED:
-                            log.info("connection to %s dropped", self.endpoint)
-                            core.connection_lost(now)
-                deadline = core.next_deadline()
-                if deadline is not None and now >= deadline:
-                    core.tick(now)
+                mon = engine.monitor
+                if mon in ready:
+                    engine.monitor_ready()
+                # Read, then tell the core what the monitor saw once the
+                # socket is empty (a reply queued before a drop still
+                # counts), then tick it.
+                engine.turn(now, readable=engine.sock in ready or mon in ready)
         finally:
             if not done:
                 # Abandoned mid-request (generator closed, KeyboardInterrupt):
@@ -276,20 +264,21 @@ class Client:
 
     def _flush(self) -> bool:
         """Send what the core queued; False if a send failed (the core was told)."""
-        assert self._sock is not None
-        return flush_dealer(self._sock, self.core, self.clock())
+        assert self._engine is not None
+        return self._engine.flush(self.clock())
 
     def _open(self, broker: int) -> None:
-        self._sock, self._mon = make_dealer(self.context, self.endpoints[broker], self.transport)
-        assert self._mon is not None
+        endpoint = self.endpoints[broker]
+        sock, mon = make_dealer(self.context, endpoint, self.transport)
+        assert mon is not None
+        self._engine = DealerEngine(self.core, sock, mon, log=log, endpoint=endpoint)
         self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
-        self._poller.register(self._mon, zmq.POLLIN)
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(mon, zmq.POLLIN)
 
     def _close_socket(self) -> None:
-        if self._sock is not None:
-            if self._mon is not None:
-                close_monitor(self._sock, self._mon)
-            self._sock.close(0)
-        self._sock = self._mon = None
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            close_monitor(engine.sock, engine.monitor)
+            engine.sock.close(0)
 

@@ -28,14 +28,13 @@ import mdp_core
 from mdp_core import BrokerLost, BytesLike, Dialect, RequestReceived
 
 from ._runner import Runner
+from .engine import DEALER_BATCH, DealerEngine
 from .glue import (
     LogLimiter,
     TransportConfig,
     Waker,
     as_endpoints,
     close_monitor,
-    drain_monitor,
-    flush_dealer,
     log_event,
     log_handler_failure,
     make_dealer,
@@ -51,8 +50,6 @@ log = logging.getLogger("mdp_zmq.worker")
 Reply = bytes | Sequence[bytes] | Iterator[bytes | Sequence[bytes]]
 #: A request handler: takes the request's body frames, returns a :data:`Reply`.
 Handler = Callable[[list[bytes]], Reply]
-
-_BATCH = 64
 
 
 class Worker(Runner):
@@ -241,9 +238,9 @@ class _Lane:
         poller = zmq.Poller()
         poller.register(self.waker.fileno(), zmq.POLLIN)
         for conv in self.conversations:
-            if conv.sock is not None and conv.mon is not None:
-                poller.register(conv.sock, zmq.POLLIN)
-                poller.register(conv.mon, zmq.POLLIN)
+            if conv.engine is not None:
+                poller.register(conv.engine.sock, zmq.POLLIN)
+                poller.register(conv.engine.monitor, zmq.POLLIN)
         return poller
 
     def shutdown(self) -> None:
@@ -260,8 +257,7 @@ class _Conversation:
         self.worker = lane.worker
         self.endpoint = endpoint
         self.core = core
-        self.sock: zmq.Socket[bytes] | None = None
-        self.mon: zmq.Socket[bytes] | None = None
+        self.engine: DealerEngine | None = None  # the conversation's socket
         self.reconnect_at: float | None = None
 
     def deadline(self) -> float | None:
@@ -270,15 +266,16 @@ class _Conversation:
 
     def turn(self, ready: dict[object, int], now: float) -> None:
         """Read, watch the monitor, tick, reconnect: what ``ready`` and ``now`` call for."""
-        core = self.core
-        # Read the socket before the monitor: libzmq queues a connection's
-        # last messages (a broker's DISCONNECT) before it reports the drop.
-        mon = self.mon
-        emptied = self._read(now) if self.sock is not None and (
-            self.sock in ready or mon in ready) else True
-        if emptied and mon is not None and mon is self.mon and mon in ready:
-            self._watch_monitor(now)
-            self._after(now)
+        core, engine = self.core, self.engine
+        if engine is not None:
+            mon = engine.monitor
+            emptied = self._read(engine, now) if engine.sock in ready or mon in ready else True
+            # The monitor after the socket: libzmq queues a connection's
+            # last messages (a broker's DISCONNECT) before it reports the drop.
+            if emptied and mon in ready and self.engine is engine:
+                engine.monitor_ready()
+                engine.settle(now)
+                self._after(now)
         deadline = core.next_deadline()
         if deadline is not None and now >= deadline:
             core.tick(now)
@@ -286,27 +283,15 @@ class _Conversation:
         if self.reconnect_at is not None and self.worker.clock() >= self.reconnect_at:
             self.open(self.worker.clock())
 
-    def _read(self, now: float) -> bool:
-        """Feed up to a batch of messages to the core; True if the socket was emptied."""
-        for _ in range(_BATCH):
-            if self.sock is None:
-                return True
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return True
-            self.core.receive(frames, now)
+    def _read(self, engine: DealerEngine, now: float) -> bool:
+        """Feed up to a batch of messages to the core, acting on each (a request's
+        handler runs here); True if the socket was emptied or closed."""
+        for _ in range(DEALER_BATCH):
+            emptied = engine.read(now, 1)
             self._after(now)
+            if emptied or self.engine is not engine:
+                return True
         return False
-
-    def _watch_monitor(self, now: float) -> None:
-        assert self.mon is not None
-        for ev in drain_monitor(self.mon):
-            if ev.event == zmq.EVENT_DISCONNECTED:
-                log.info("connection to %s dropped", ev.endpoint or self.endpoint)
-                self.core.connection_lost(now)
-            elif ev.event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                log.info("connected to broker at %s", ev.endpoint or self.endpoint)
 
     def _after(self, now: float) -> None:
         """Send what the core queued, then act on its events (in order)."""
@@ -350,10 +335,11 @@ class _Conversation:
             result = w.handler(list(request.body))
             if isinstance(result, Iterator):
                 result = yield_partials(result, lambda body: self._partial(request, body))
-            if self.mon is not None:
+            if self.engine is not None:
                 # The broker may have gone while the handler ran: learn it now, so
                 # the reply is not queued for whatever broker the socket reaches next.
-                self._watch_monitor(w.clock())
+                self.engine.monitor_ready()
+                self.engine.settle(w.clock())
             core.reply(request, result, w.clock())
         except Exception as exc:
             if core.current is not request:
@@ -368,21 +354,23 @@ class _Conversation:
         self.lane.handled += 1
         return True
 
-    def _partial(self, request: RequestReceived, body: object) -> None:
+    def _partial(self, request: RequestReceived, body: bytes | Sequence[bytes]) -> None:
         self.core.partial(request, body, self.worker.clock())
         self._flush()
 
     def _flush(self) -> None:
-        if self.sock is None:
+        if self.engine is None:
             self.core.outgoing()  # the conversation's socket is gone: nothing can reach it
             return
-        flush_dealer(self.sock, self.core, self.worker.clock())
+        self.engine.flush(self.worker.clock())
 
     def open(self, now: float) -> None:
         """A new socket and a new conversation (READY queued and sent)."""
         w = self.worker
         self.reconnect_at = None
-        self.sock, self.mon = make_dealer(w.context, self.endpoint, w.transport)
+        sock, mon = make_dealer(w.context, self.endpoint, w.transport)
+        assert mon is not None
+        self.engine = DealerEngine(self.core, sock, mon, log=log, endpoint=self.endpoint)
         self.lane.changed = True
         log.info("worker for %s connecting to %s", w.service.decode(errors="replace"),
                  self.endpoint)
@@ -390,19 +378,17 @@ class _Conversation:
         self._flush()
 
     def _close_socket(self, linger: float | None = None) -> None:
-        if self.sock is None:
+        engine, self.engine = self.engine, None
+        if engine is None:
             return
-        if self.mon is not None:
-            close_monitor(self.sock, self.mon)
-        ms = None if linger is None else max(0, round(linger * 1000))
-        self.sock.close(ms if ms is not None else 0)
-        self.sock = self.mon = None
+        close_monitor(engine.sock, engine.monitor)
+        engine.sock.close(0 if linger is None else max(0, round(linger * 1000)))
         self.lane.changed = True
 
     def shutdown(self) -> None:
         """DISCONNECT if the conversation is open, send it, close the socket."""
         try:
-            if self.sock is not None:
+            if self.engine is not None:
                 self.core.disconnect(self.worker.clock())
                 self._flush()
                 self.core.events()
