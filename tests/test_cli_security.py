@@ -274,4 +274,7 @@ def test_the_secured_setup_of_the_docs_runs(driver: str, tmp_path: Path, procs: 
     stranger = mdp("call", "payments", "100", *peer("stranger"), "--timeout", "1",
                    "--retries", "0")  # a key not in allow/
     assert stranger.returncode == RUNTIME
-    assert "the broker refused this key at the handshake" in stranger.stderr
+    # One line, the reason in it (the client's own log line is at INFO).
+    assert stranger.stderr.splitlines() == [
+        "mdp call: payments: connection lost after 1 attempt: the broker refused this "
+        "client's key at the handshake"], stranger.stderr

@@ -237,3 +237,32 @@ def test_worker_refused_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="mdp_zmq.test"):
         log_event(log, WorkerRefused(b"w", b"payments", "not allowed: ..."), LogLimiter())
     assert "WorkerRefused worker=w service=payments" in caplog.text
+
+
+@pytest.mark.parametrize("role", ["worker", "client"])
+def test_a_key_refused_at_each_reconnect_is_logged_within_bounds(
+    role: str, context: zmq.Context[zmq.Socket[bytes]], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """libzmq retries a refused handshake and a worker opens a new socket
+    after each drop: a worker's warnings go through its limiter, a client's
+    line (its failed request gives the reason) is INFO, once per socket."""
+    from mdp_zmq.engine import DealerEngine
+
+    caplog.set_level(logging.DEBUG, "test.dealer")
+    log = logging.getLogger("test.dealer")
+    limiter = LogLimiter(burst=2, window=600, clock=lambda: 0.0)
+    refused = MonitorEvent(zmq.EVENT_HANDSHAKE_FAILED_AUTH, 400, "tcp://127.0.0.1:1")
+    for _ in range(3):  # three sockets, each refused three times
+        core = mdp_core.Worker(b"echo") if role == "worker" else mdp_core.Client()
+        sock, mon = make_dealer(context, "tcp://127.0.0.1:1", TransportConfig())
+        assert mon is not None
+        engine = DealerEngine(core, sock, mon, log=log, endpoint="tcp://127.0.0.1:1",
+                              log_limiter=limiter if role == "worker" else None)
+        engine.monitor_events([refused] * 3)
+        sock.close(0)
+        mon.close(0)
+    levels = [r.levelno for r in caplog.records if "refused this peer's CURVE key" in r.message]
+    if role == "worker":
+        assert levels == [logging.WARNING] * 2
+    else:
+        assert levels == [logging.INFO, logging.DEBUG, logging.DEBUG] * 3

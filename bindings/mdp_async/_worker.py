@@ -188,7 +188,8 @@ class _Lane(WorkerLane):
         w = self.worker
         sock, mon = make_dealer(w.context, self.endpoint, w.transport)
         assert mon is not None
-        self.engine = DealerEngine(self.core, sock, mon, log=log, endpoint=self.endpoint)
+        self.engine = DealerEngine(self.core, sock, mon, log=log, endpoint=self.endpoint,
+                                   log_limiter=w.log_limiter)
         self.pump = make_pump(sock)
         now = anyio.current_time()
         self.core.connect(now)

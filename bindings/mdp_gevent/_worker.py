@@ -196,7 +196,7 @@ class _Lane(WorkerLane):
         assert self._mon is not None
         sock = plain(self._sock)
         self.engine = DealerEngine(self.core, sock, plain(self._mon), log=log,
-                                   endpoint=self.endpoint)
+                                   endpoint=self.endpoint, log_limiter=w.log_limiter)
         self.pump = Pump(sock)
         now = time.monotonic()
         self.core.connect(now)

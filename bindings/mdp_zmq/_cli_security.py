@@ -91,8 +91,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def curve_hint(args: argparse.Namespace, cause: FailureCause) -> str:
-    """For a client with a key that reached no broker: what to check."""
+    """For a client with a key that reached no broker: what to check (a key
+    refused by the broker's allow-list fails as REFUSED and says so)."""
     if cause is FailureCause.UNREACHABLE and getattr(args, "curve_secret", None):
-        return (" (or the broker refused this key at the handshake: is its public key in the "
-                "broker's --allow directory, and --broker-key the broker's?)")
+        return " (or the CURVE handshake failed: is --broker-key the broker's public key?)"
+    return ""
+    if cause is FailureCause.REFUSED:
+        return " (is its public key in the broker's --allow directory?)"
+    if cause is FailureCause.UNREACHABLE:
+        return (" (or the handshake failed: is --broker-key the broker's public key?)")
     return ""

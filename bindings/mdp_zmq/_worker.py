@@ -370,7 +370,8 @@ class _Conversation:
         self.reconnect_at = None
         sock, mon = make_dealer(w.context, self.endpoint, w.transport)
         assert mon is not None
-        self.engine = DealerEngine(self.core, sock, mon, log=log, endpoint=self.endpoint)
+        self.engine = DealerEngine(self.core, sock, mon, log=log, endpoint=self.endpoint,
+                                   log_limiter=w.log_limiter)
         self.lane.changed = True
         log.info("worker for %s connecting to %s", w.service.decode(errors="replace"),
                  self.endpoint)

@@ -408,7 +408,9 @@ class DealerEngine:
     monitor saw and the core has not been told yet: a completed handshake
     (``Client.connected``), one whose credentials the broker refused
     (``Client.handshake_refused``; libzmq's ``EVENT_HANDSHAKE_FAILED_AUTH``,
-    logged as a warning) and a dropped connection (``connection_lost``); a
+    logged: as a warning through ``log_limiter`` (a worker's, which keeps
+    retrying), else at INFO once per socket (a client, whose failed request
+    gives the reason)) and a dropped connection (``connection_lost``); a
     worker's core needs neither handshake input: they are only logged. They
     are told once the socket has been read to the end, because libzmq
     queues a connection's last messages (a broker's DISCONNECT, a reply)
@@ -423,6 +425,7 @@ class DealerEngine:
         *,
         log: logging.Logger,
         endpoint: str,
+        log_limiter: LogLimiter | None = None,
     ) -> None:
         self.core = core
         self.sock = sock
@@ -435,6 +438,8 @@ class DealerEngine:
         self.refused = False
         #: The monitor saw the connection drop; the core has not been told.
         self.dropped = False
+        self.log_limiter = log_limiter
+        self._refusal_logged = False
         client = core if isinstance(core, mdp_core.Client) else None
         self._connected = None if client is None else client.connected
         self._refused = None if client is None else client.handshake_refused
@@ -457,12 +462,26 @@ class DealerEngine:
                 else:
                     self.log.info("connected to broker at %s", ev.endpoint or self.endpoint)
             elif ev.event == _HANDSHAKE_REFUSED:
-                self.log.warning("the broker at %s refused this peer's CURVE key at the "
-                                 "handshake (ZAP status %d)", ev.endpoint or self.endpoint,
-                                 ev.value)
+                self._log_refusal(ev)
                 if self._refused is not None:
                     self.refused = news = True
         return news
+
+    def _log_refusal(self, ev: MonitorEvent) -> None:
+        # libzmq retries with its backoff, refused each time, and a worker
+        # opens a new socket after each drop: a worker's warning goes
+        # through its limiter; a client's failed request gives the reason,
+        # so its line is INFO, once per socket.
+        limiter = self.log_limiter
+        if limiter is None:
+            level = logging.DEBUG if self._refusal_logged else logging.INFO
+            self._refusal_logged = True
+        elif limiter.allow(self.log, logging.WARNING, "CURVE key refused"):
+            level = logging.WARNING
+        else:
+            return
+        self.log.log(level, "the broker at %s refused this peer's CURVE key at the "
+                     "handshake (ZAP status %d)", ev.endpoint or self.endpoint, ev.value)
 
     def turn(self, now: float, readable: bool = True) -> bool:
         """Read (if ``readable``), tell the core what the monitor saw once the
