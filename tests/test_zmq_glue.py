@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 import zmq
 from mdp_zmq._logging import default_limiter
 from mdp_zmq.glue import (
+    BROKER_IO_THREADS,
     DEFAULT_MAX_MESSAGE_BYTES,
+    ROUTER_BACKLOG,
     ROUTER_HWM,
     LogLimiter,
     TransportConfig,
@@ -226,6 +230,31 @@ def test_the_router_has_its_own_hwm_defaults_and_dealers_keep_libzmqs(
         for sock, mon in ((router, monitor), (tuned, tmon)):
             close_monitor(sock, mon)
             sock.close(0)
+
+
+def test_the_router_listens_with_a_backlog_for_thousands_of_connects(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    router, monitor, _ = make_router(ctx, ["tcp://127.0.0.1:*"], TransportConfig())
+    small, smon, _ = make_router(ctx, ["tcp://127.0.0.1:*"], TransportConfig(backlog=5))
+    try:
+        assert router.getsockopt(zmq.BACKLOG) == ROUTER_BACKLOG == 4096
+        assert small.getsockopt(zmq.BACKLOG) == 5
+    finally:
+        for sock, mon in ((router, monitor), (small, smon)):
+            close_monitor(sock, mon)
+            sock.close(0)
+
+
+def test_a_broker_that_makes_the_shared_context_gives_it_two_io_threads() -> None:
+    # A fresh process: this one's shared context exists already.
+    code = ("import zmq, mdp_zmq\n"
+            "b = mdp_zmq.Broker('tcp://127.0.0.1:*')\n"
+            "print(b.context is zmq.Context.instance(), b.context.get(zmq.IO_THREADS))\n"
+            "b.close()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.split()
+    assert out == ["True", str(BROKER_IO_THREADS)] == ["True", "2"]
 
 
 # ------------------------------------------------------------------ log lines
