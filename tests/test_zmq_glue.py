@@ -246,12 +246,18 @@ def test_the_router_listens_with_a_backlog_for_thousands_of_connects(
             sock.close(0)
 
 
-def test_a_broker_that_makes_the_shared_context_gives_it_two_io_threads() -> None:
+@pytest.mark.parametrize(("driver", "kind"), [("mdp_zmq", "zmq.Context"),
+                                              ("mdp_async", "zmq.Context"),
+                                              ("mdp_gevent", "zmq.green.Context")])
+def test_a_broker_that_makes_the_shared_context_gives_it_two_io_threads(
+    driver: str, kind: str,
+) -> None:
     # A fresh process: this one's shared context exists already.
-    code = ("import zmq, mdp_zmq\n"
-            "b = mdp_zmq.Broker('tcp://127.0.0.1:*')\n"
-            "print(b.context is zmq.Context.instance(), b.context.get(zmq.IO_THREADS))\n"
-            "b.close()\n")
+    code = (f"import zmq, zmq.green, {driver}\n"
+            f"b = {driver}.Broker('tcp://127.0.0.1:*')\n"
+            f"print(b.context is {kind}.instance(), b.context.get(zmq.IO_THREADS), "
+            "flush=True)\n"
+            "import os; os._exit(0)\n")  # the bound socket goes with the process
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True).stdout.split()
     assert out == ["True", str(BROKER_IO_THREADS)] == ["True", "2"]

@@ -20,7 +20,13 @@ from collections.abc import Callable, Sequence
 import zmq
 from gevent.monkey import get_original
 from mdp_zmq.engine import EngineViews, RouterEngine
-from mdp_zmq.glue import MonitorEvent, TransportConfig, close_monitor, make_router
+from mdp_zmq.glue import (
+    BROKER_IO_THREADS,
+    MonitorEvent,
+    TransportConfig,
+    close_monitor,
+    make_router,
+)
 
 import mdp_core
 from mdp_core import Event
@@ -94,7 +100,7 @@ class Broker(EngineViews, Service):
         self._done = False  # shut down: the hub's thread no longer uses the core
         self._thread: int | None = None  # the serving hub's thread
         self.transport = transport
-        self.context = green_context(context)
+        self.context = green_context(context, BROKER_IO_THREADS)  # see glue.broker_context
         self._router, self._monitor, self.endpoints = make_router(
             self.context, endpoints, self.transport)
         self.engine = RouterEngine(self.core, plain(self._router), plain(self._monitor),

@@ -58,15 +58,16 @@ _NAN = math.nan  # equals nothing: the first wait arms the timer
 
 
 def green_context(
-    context: zmq.Context[zmq.Socket[bytes]] | None,
+    context: zmq.Context[zmq.Socket[bytes]] | None, io_threads: int = 1,
 ) -> zmq.Context[zmq.Socket[bytes]]:
-    """``context``, or ``zmq.green.Context.instance()`` if None.
+    """``context``, or ``zmq.green.Context.instance()`` if None (made with
+    ``io_threads`` libzmq I/O threads if this call makes it).
 
     Raises TypeError for a context that is not a ``zmq.green.Context``:
     its sockets' blocking calls would block the whole hub.
     """
     if context is None:
-        green: zmq.Context[zmq.Socket[bytes]] = zmq.green.Context.instance()
+        green: zmq.Context[zmq.Socket[bytes]] = zmq.green.Context.instance(io_threads)
         return green
     if not isinstance(context, zmq.green.Context):
         raise TypeError(f"context must be a zmq.green.Context, not {type(context).__name__} "
