@@ -128,3 +128,10 @@ def test_scale_bench_registers_every_worker_and_measures_mmi_and_cpu(tmp_path: P
     assert r["mmi_probes"] > 0 and r["mmi_timeouts"] == 0 and r["broker_cores"] >= 0
     assert len(r["generator_cores"]) == 2
     assert "all registered after" in out
+
+
+def test_zmtp_timers_bench_connects_every_dealer_and_reads_io_thread_cpu() -> None:
+    out = run_script([str(BENCH / "zmtp_timers.py"), "--connections", "20", "--procs", "2",
+                      "--seconds", "0.2", "--ivl", "0.5", "--timeout", "1.5",
+                      "--io-threads", "2"])
+    assert "20 connections" in out and "20 handshakes" in out and "0 dropped" in out
