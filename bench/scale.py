@@ -414,7 +414,7 @@ def table(r: dict[str, Any]) -> str:
     rows = [
         ("workers / processes", f"{r['workers']:,} / {r['procs']}"),
         ("all registered after", reg),
-        ("expired while heartbeating", fmt_num(r["expired"])),
+        ("DISCONNECTs while heartbeating (expired or dropped)", fmt_num(r["expired"])),
         ("registered at the end", fmt_num(r["final_registered"] or float("nan"))),
         ("MMI round trip p50 / p99 / max ms",
          f"{r['mmi_p50_ms']:.2f} / {r['mmi_p99_ms']:.2f} / {r['mmi_max_ms']:.1f}"
