@@ -147,3 +147,21 @@ def test_brokers_bench_measures_one_and_two_brokers(tmp_path: Path) -> None:
     assert set(data["summary"]) == {"1 broker", "2 brokers"}
     assert all(m["rps"] > 0 and m["broker_cpu_us"] > 0 for m in data["summary"].values())
     assert "2 brokers / 1 broker" in out
+
+
+def test_scale_bench_registers_every_worker_and_measures_mmi_and_cpu(tmp_path: Path) -> None:
+    out = run_script([str(BENCH / "scale.py"), "--workers", "40", "--procs", "2",
+                      "--seconds", "0.5", "--register-timeout", "20",
+                      "--json", str(tmp_path / "scale.json")])
+    r = json.loads((tmp_path / "scale.json").read_text())["scale"]
+    assert r["registered"] == r["final_registered"] == 40 and r["expired"] == 0
+    assert r["mmi_probes"] > 0 and r["mmi_timeouts"] == 0 and r["broker_cores"] >= 0
+    assert len(r["generator_cores"]) == 2
+    assert "all registered after" in out
+
+
+def test_zmtp_timers_bench_connects_every_dealer_and_reads_io_thread_cpu() -> None:
+    out = run_script([str(BENCH / "zmtp_timers.py"), "--connections", "20", "--procs", "2",
+                      "--seconds", "0.2", "--ivl", "0.5", "--timeout", "1.5",
+                      "--io-threads", "2"])
+    assert "20 connections" in out and "20 handshakes" in out and "0 dropped" in out

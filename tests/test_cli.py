@@ -198,9 +198,12 @@ def test_zmtp_flags_set_the_transport() -> None:
     assert transport_config(parse(["call", "x", "--zmtp-heartbeat", "0"])) == TransportConfig(
         heartbeat_ivl=None, heartbeat_timeout=None, heartbeat_ttl=None)
     assert transport_config(parse(["call", "x", "--zmtp-heartbeat", "2"])) == TransportConfig(
-        heartbeat_ivl=2.0, heartbeat_timeout=6.0, heartbeat_ttl=6.0)
+        heartbeat_ivl=2.0, heartbeat_timeout=6.0, heartbeat_ttl=None)
     assert transport_config(parse(["call", "x", "--zmtp-timeout", "4"])) == TransportConfig(
-        heartbeat_ivl=1.0, heartbeat_timeout=4.0, heartbeat_ttl=4.0)
+        heartbeat_ivl=5.0, heartbeat_timeout=4.0, heartbeat_ttl=None)
+    # No flag: TransportConfig's own defaults (which scale to 10,000 workers).
+    assert transport_config(parse(["broker"])) == TransportConfig() == TransportConfig(
+        heartbeat_ivl=5.0, heartbeat_timeout=15.0, heartbeat_ttl=None)
 
 
 def test_endpoints_are_normalized_and_checked() -> None:

@@ -11,6 +11,7 @@ import pytest
 import zmq
 from mdp_zmq.engine import RouterEngine
 from mdp_zmq.glue import (
+    BROKER_IO_THREADS,
     LogLimiter,
     MonitorEvent,
     Security,
@@ -163,6 +164,7 @@ def test_secured_brokers_each_get_a_context_of_their_own(tmp_path: Path) -> None
     b = mdp_zmq.Broker("tcp://127.0.0.1:*", transport=transport)
     try:
         assert a.context is not b.context and a.context is not zmq.Context.instance()
+        assert a.context.get(zmq.IO_THREADS) == BROKER_IO_THREADS == 2
     finally:
         a.close()
         b.close()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 import zmq
 from mdp_zmq._logging import default_limiter
 from mdp_zmq.glue import (
+    BROKER_IO_THREADS,
     DEFAULT_MAX_MESSAGE_BYTES,
+    ROUTER_BACKLOG,
     ROUTER_HWM,
     LogLimiter,
     TransportConfig,
@@ -30,6 +34,7 @@ from mdp_zmq.glue import (
     timeout_ms,
 )
 
+import mdp_core
 from mdp_core import ProtocolError, RequestExpired, WorkerReady
 
 
@@ -300,6 +305,37 @@ def test_the_router_has_its_own_hwm_defaults_and_dealers_keep_libzmqs(
             sock.close(0)
 
 
+def test_the_router_listens_with_a_backlog_for_thousands_of_connects(
+    ctx: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    router, monitor, _ = make_router(ctx, ["tcp://127.0.0.1:*"], TransportConfig())
+    small, smon, _ = make_router(ctx, ["tcp://127.0.0.1:*"], TransportConfig(backlog=5))
+    try:
+        assert router.getsockopt(zmq.BACKLOG) == ROUTER_BACKLOG == 4096
+        assert small.getsockopt(zmq.BACKLOG) == 5
+    finally:
+        for sock, mon in ((router, monitor), (small, smon)):
+            close_monitor(sock, mon)
+            sock.close(0)
+
+
+@pytest.mark.parametrize(("driver", "kind"), [("mdp_zmq", "zmq.Context"),
+                                              ("mdp_async", "zmq.Context"),
+                                              ("mdp_gevent", "zmq.green.Context")])
+def test_a_broker_that_makes_the_shared_context_gives_it_two_io_threads(
+    driver: str, kind: str,
+) -> None:
+    # A fresh process: this one's shared context exists already.
+    code = (f"import zmq, zmq.green, {driver}\n"
+            f"b = {driver}.Broker('tcp://127.0.0.1:*')\n"
+            f"print(b.context is {kind}.instance(), b.context.get(zmq.IO_THREADS), "
+            "flush=True)\n"
+            "import os; os._exit(0)\n")  # the bound socket goes with the process
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.split()
+    assert out == ["True", str(BROKER_IO_THREADS)] == ["True", "2"]
+
+
 # ------------------------------------------------------------------ log lines
 
 
@@ -439,3 +475,57 @@ def test_log_event_without_a_limiter_uses_the_shared_one(
     for _ in range(default_limiter.burst + 3):  # a reason no other test uses
         log_event(logger, ProtocolError(b"p", "shared limiter test"))
     assert len(caplog.records) == default_limiter.burst
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_a_backlog_of_heartbeats_is_read_before_the_timers_judge_silence(
+    bounded: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 300 workers heartbeat while the broker is stalled past their expiry:
+    # the first turn reads only a batch of their messages, and must not
+    # expire those whose heartbeat is still queued behind it - unless the
+    # timers have waited their most (bounded: MAX_TICK_DEFERRAL = 0).
+    from mdp_zmq import engine as engine_module
+    from mdp_zmq.engine import BATCH, RouterEngine
+
+    if bounded:
+        monkeypatch.setattr(engine_module, "MAX_TICK_DEFERRAL", 0)
+
+    n = BATCH + 44
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    addr = f"inproc://backlog-{os.getpid()}"
+    router, monitor, _ = make_router(ctx, [addr], TransportConfig())
+    core = mdp_core.Broker(mdp_core.BrokerConfig(heartbeat_interval=1.0, heartbeat_liveness=3))
+    engine = RouterEngine(core, router, monitor, TransportConfig(),
+                          log=logging.getLogger("test"), clock=lambda: 0.0)
+    dealers = []
+    try:
+        for _ in range(n):
+            d = ctx.socket(zmq.DEALER)
+            d.setsockopt(zmq.LINGER, 0)
+            d.connect(addr)  # inproc: a send is in the ROUTER's queue when it returns
+            d.send_multipart([b"MDPW02", b"\x01", b"svc"])
+            dealers.append(d)
+        deadline = time.monotonic() + 10
+        while core.stats().workers < n and time.monotonic() < deadline:
+            engine.wake_at()
+            engine.turn(0.0)
+        assert core.stats().workers == n
+        core.outgoing()  # nothing reads the broker's heartbeats
+        for d in dealers:
+            d.send_multipart([b"MDPW02", b"\x05"])
+        engine.wake_at()
+        turns = 0
+        while not engine.turn(10.0):  # 10 s: every worker's last READY is 10 s old
+            turns += 1
+            engine.wake_at()
+        engine.wake_at()
+        engine.turn(10.0)
+        assert turns >= 1
+        assert core.stats().workers == (BATCH if bounded else n)
+    finally:
+        for d in dealers:
+            d.close(0)
+        close_monitor(router, monitor)
+        router.close(0)
+        ctx.term()

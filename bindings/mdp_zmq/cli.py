@@ -113,8 +113,7 @@ def transport_config(args: argparse.Namespace) -> TransportConfig:
         return TransportConfig(heartbeat_ivl=None, heartbeat_timeout=None, heartbeat_ttl=None,
                                **extra)
     timeout = args.zmtp_timeout or 3 * zmtp
-    return TransportConfig(heartbeat_ivl=zmtp, heartbeat_timeout=timeout,
-                           heartbeat_ttl=timeout, **extra)
+    return TransportConfig(heartbeat_ivl=zmtp, heartbeat_timeout=timeout, **extra)
 
 
 # ------------------------------------------------------------------ commands
@@ -392,13 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="log lines as text or one JSON object each [text]")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     defaults = mdp_core.BrokerConfig()
+    zmtp = TransportConfig()
 
     def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[verbosity], **kwargs)
 
     def common(sp: argparse.ArgumentParser, *, heartbeat: bool = True) -> None:
-        sp.add_argument("--zmtp-heartbeat", type=non_negative_float, default=1.0, metavar="S",
-                        help="ZMTP ping interval in s (0: off) [1.0]")
+        sp.add_argument("--zmtp-heartbeat", type=non_negative_float, default=zmtp.heartbeat_ivl,
+                        metavar="S", help=f"ZMTP ping interval in s (0: off) "
+                        f"[{zmtp.heartbeat_ivl}]")
         sp.add_argument("--zmtp-timeout", type=non_negative_float, default=0.0, metavar="S",
                         help="drop a silent connection after S s [3 x interval]")
         if heartbeat:
