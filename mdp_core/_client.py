@@ -284,6 +284,7 @@ class Client:
         self._events: list[Event] = []
         self._pending: _Pending | None = None
         self._link_up = False  # the current socket's handshake succeeded
+        self._link_refused = False  # the current socket's handshake was refused
         self._ids = 0
 
     # ------------------------------------------------------------ queries
@@ -355,7 +356,8 @@ class Client:
             self._reset()  # this request goes to another broker, on a socket of its own
         self._ids += 1
         self._pending = _Pending(self._ids, name, frames, timeout, retries, now + timeout,
-                                 reached=brokers.current if self._link_up else None)
+                                 reached=brokers.current if self._link_up else None,
+                                 refused=self._link_refused)
         self._out.append(frames)
         return self._ids
 
@@ -429,6 +431,7 @@ class Client:
         was ``UNREACHABLE``. Raises nothing.
         """
         self._link_up = True
+        self._link_refused = False
         if self._pending is not None:
             self._pending.reached = self._rotation.current
 
@@ -441,10 +444,13 @@ class Client:
         accept the client's CURVE key.) Like :meth:`connected`, it only
         decides how a failed request is reported: one that reached no
         broker, but was refused by one, fails with ``REFUSED`` instead of
-        ``UNREACHABLE``. The attempt ends with the drop that follows
-        (:meth:`connection_lost`) or its timeout. Raises nothing.
+        ``UNREACHABLE``; that includes a request made later on this socket
+        (libzmq keeps retrying the handshake), until one succeeds. The
+        attempt ends with the drop that follows (:meth:`connection_lost`)
+        or its timeout. Raises nothing.
         """
         self._link_up = False
+        self._link_refused = True  # also for a request made before the socket connects again
         if self._pending is not None:
             self._pending.refused = True
 
@@ -494,7 +500,7 @@ class Client:
         """
         self._out.clear()
         self._sent = []
-        self._link_up = False
+        self._link_up = self._link_refused = False
         self._events.append(ResetConnection(self._rotation.current))
 
     def _expire(self, pending: _Pending, now: float, how: str) -> None:

@@ -277,14 +277,39 @@ def test_a_refusal_does_not_hide_a_broker_that_was_reached() -> None:
     assert c.outgoing() == [encode(ClientRequest(b"mmi.service", (SVC,)), V02)]
 
 
-def test_a_refusal_with_nothing_outstanding_only_marks_the_link_down() -> None:
+def test_a_refusal_with_nothing_outstanding_counts_for_the_next_request_on_that_socket() -> None:
+    # libzmq retries the refused handshake on its own: a request made
+    # meanwhile reaches no broker because of the refusal (its send may even
+    # fail at once: the socket has no connection then).
     c = Client(CFG)
     c.connected(0.0)
     c.handshake_refused(0.5)
     assert (c.events(), c.outgoing()) == ([], [])
     rid = c.request(SVC, b"x", 1.0, retries=0)
     c.outgoing()
-    c.tick(2.0)  # not reached on this socket, and no refusal during the attempt
+    c.tick(2.0)
+    assert c.events() == [ResetConnection(), RequestFailed(
+        rid, SVC, "no reply after 1 attempt: the broker refused this client's key at the "
+        "handshake", FailureCause.REFUSED)]
+
+
+@pytest.mark.parametrize("after", ["connected", "reset"])
+def test_a_refusal_no_longer_counts_once_a_handshake_succeeds_or_the_socket_is_new(
+    after: str,
+) -> None:
+    c = Client(CFG)
+    c.handshake_refused(0.5)
+    if after == "connected":
+        c.connected(0.6)
+        c.connection_lost(0.7)  # and then the link went down for another reason
+    else:  # a request that failed on the refused socket: the next one has a new socket
+        c.request(SVC, b"x", 0.6, retries=0)
+        c.outgoing()
+        c.tick(1.6)
+        assert [type(e) for e in c.events()] == [ResetConnection, RequestFailed]
+    rid = c.request(SVC, b"x", 2.0, retries=0)
+    c.outgoing()
+    c.tick(3.0)
     assert c.events() == [ResetConnection(), RequestFailed(
         rid, SVC, "no reply after 1 attempt: no broker reachable", FailureCause.UNREACHABLE)]
 

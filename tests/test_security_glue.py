@@ -268,3 +268,33 @@ def test_a_key_refused_at_each_reconnect_is_logged_within_bounds(
         assert levels == [logging.WARNING] * 2
     else:
         assert levels == [logging.INFO, logging.DEBUG, logging.DEBUG] * 3
+
+
+def test_a_send_refused_after_a_refused_handshake_fails_the_request_as_refused(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    """The refused handshake leaves the DEALER with no connection: its next
+    send fails at once. The monitor's refusal, not read yet, must reach the
+    core before the failed send ends the attempt (or the client would say
+    UNREACHABLE: seen with the async clients under load)."""
+    import struct
+
+    from mdp_zmq.engine import DealerEngine
+
+    core = mdp_core.Client(mdp_core.ClientConfig(timeout=5.0, retries=0))
+    sock = context.socket(zmq.DEALER)  # connected to nothing: every send fails
+    mon_in, mon = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    try:
+        mon.bind("inproc://fake-monitor")
+        mon_in.connect("inproc://fake-monitor")
+        mon_in.send_multipart([struct.pack("=HI", zmq.EVENT_HANDSHAKE_FAILED_AUTH, 400),
+                               b"tcp://127.0.0.1:1"])
+        engine = DealerEngine(core, sock, mon, log=logging.getLogger("test.dealer"),
+                              endpoint="tcp://127.0.0.1:1")
+        core.request(b"echo", b"hi", 0.0)
+        assert not engine.flush(0.0)
+        (failed,) = [e for e in core.events() if isinstance(e, mdp_core.RequestFailed)]
+        assert failed.cause is mdp_core.FailureCause.REFUSED, failed
+    finally:
+        for s in (sock, mon, mon_in):
+            s.close(0)

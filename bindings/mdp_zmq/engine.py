@@ -533,10 +533,7 @@ class DealerEngine:
         if self.handshake and connected is not None:
             self.handshake = False
             connected(now)
-        refused = self._refused
-        if self.refused and refused is not None:
-            self.refused = False
-            refused(now)
+        self._tell_refusal_seen(now)
         if self.dropped:
             self.dropped = False
             self.log.info("connection to %s dropped", self.endpoint)
@@ -547,6 +544,19 @@ class DealerEngine:
 
         A full queue to the broker is the core's to judge: a worker's lost
         REPLY ends its conversation (``BrokerLost``), a lost HEARTBEAT does
-        not matter, a client's request is retried on a new socket.
+        not matter, a client's request is retried on a new socket. A
+        refused handshake leaves the DEALER without a connection, so its
+        sends fail: the monitor is read first, and a refusal it holds is
+        told to a client's core before the failed send ends the attempt.
         """
-        return flush_dealer(self.sock, self.core, now)
+        return flush_dealer(self.sock, self.core, now, lambda: self._tell_refusal(now))
+
+    def _tell_refusal(self, now: float) -> None:
+        self.monitor_ready()
+        self._tell_refusal_seen(now)
+
+    def _tell_refusal_seen(self, now: float) -> None:
+        refused = self._refused
+        if self.refused and refused is not None:
+            self.refused = False
+            refused(now)

@@ -382,20 +382,29 @@ class DealerCore(Protocol):
         ...  # pragma: no cover - a protocol
 
 
-def flush_dealer(sock: zmq.Socket[bytes], core: DealerCore, now: float) -> bool:
+def flush_dealer(
+    sock: zmq.Socket[bytes],
+    core: DealerCore,
+    now: float,
+    before_failure: Callable[[], object] | None = None,
+) -> bool:
     """Send what a Worker or Client core queued on its DEALER, never blocking.
 
-    A message the socket refuses (its queue to the broker is full) is
-    reported with ``core.send_failed``: the core decides what that means
-    (a client's attempt is over, a worker's conversation broken, a lost
-    HEARTBEAT nothing). Returns False if one was refused; the core then
-    has events to act on.
+    A message the socket refuses (its queue to the broker is full, or it
+    has no connection) is reported with ``core.send_failed``: the core
+    decides what that means (a client's attempt is over, a worker's
+    conversation broken, a lost HEARTBEAT nothing). ``before_failure`` runs
+    first (once per refused message): the driver tells the core what it
+    must know before that, such as a refused handshake. Returns False if
+    one was refused; the core then has events to act on.
     """
     ok = True
     for frames in core.outgoing():
         try:
             send_frames(sock, frames)
         except zmq.Again:
+            if before_failure is not None:
+                before_failure()
             core.send_failed(frames, now)
             ok = False
     return ok
