@@ -66,15 +66,19 @@ def test_e2e_bench_broker_bound_scenario_reports_every_cpu_and_a_baseline(
 ) -> None:
     # The baseline is this checkout itself: mdp_zmq@before runs beside mdp_zmq.
     out = run_script([str(BENCH / "e2e.py"), "--scenario", "broker-bound", "--contenders",
-                      "floor-lru", "mdp_zmq", "--baseline", str(ROOT), "--seconds", "0.1",
-                      "--rounds", "1", "--json", str(tmp_path / "e2e.json")], timeout=90)
+                      "floor-lru", "mdp_zmq", "--baseline", str(ROOT), "--seconds", "0.5",
+                      "--rounds", "1", "--json", str(tmp_path / "e2e.json")], timeout=120)
     data = json.loads((tmp_path / "e2e.json").read_text())["e2e"]
     assert data["params"]["workers"] == 8 and data["params"]["window"] == 200
     for mode in ("sequential", "concurrent"):
         assert set(data["summary"][mode]) == {"floor-lru", "mdp_zmq", "mdp_zmq@before"}
         for m in data["summary"][mode].values():
             assert m["rps"] > 0 and m["cpu_us"] > 0
-            assert m["workers_cpu_us"] > 0 and m["load_cpu_us"] > 0
+            # CPU is read in clock ticks (10 ms): a short sequential run may
+            # give a worker process none; the concurrent one keeps them busy.
+            assert m["workers_cpu_us"] >= 0 and m["load_cpu_us"] >= 0
+            if mode == "concurrent":
+                assert m["workers_cpu_us"] > 0 and m["load_cpu_us"] > 0
     assert "con_cpu_vs_floor_lru" in data["targets"] and "con_vs_before" in data["targets"]
     assert "load CPU us/rt" in out and "over 4 load process(es)" in out
 

@@ -258,7 +258,7 @@ def records(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
 
-def wait_until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+def wait_until(pred: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while not pred():
         assert time.monotonic() < end, f"no {what} within {timeout:g} s"
