@@ -148,7 +148,7 @@ class Broker(EngineViews, Service):
 
     def _serve(self) -> None:
         log.info("broker listening on %s", ", ".join(self.endpoints))
-        self._pump = pump = Pump(self.engine.router)
+        self._pump = pump = Pump(self.engine.router, pending=self.engine.pending)
         watch = MonitorWatch(self.engine.monitor, self._on_monitor)
         try:
             pump.run(self._turn)
