@@ -179,9 +179,8 @@ class Broker(Runner, EngineViews):
         while not self._closing:
             # One deadline per turn: one that the messages read below bring
             # forward is met on the next turn (its poll won't wait).
-            wait = timeout_ms(engine.wake_at(), clock())
-            if readable or zap_more:
-                wait = 0
+            wake = engine.wake_at()
+            wait = 0 if readable or zap_more else timeout_ms(wake, clock())
             router_ready, zap_ready = readable, zap_more
             monitor_ready = woken = False
             for fd, _ in poll(-1 if wait is None else wait):
