@@ -211,7 +211,10 @@ class RouterEngine:
                 # message per wake-up: asking for a second costs a syscall
                 # per message, and pending() asks anyway once we have sent.
                 self._read(now, 1)
-            drained = True
+            # A loss found while reading (a new peer on a reused fd) is told
+            # only once the ROUTER is empty: read on first.
+            drained = not lost
+            self._queued = not drained
         if lost:
             self._lost_turns += 1
             if drained or self._lost_turns > MAX_LOSS_DEFERRAL:
