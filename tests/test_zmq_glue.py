@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import subprocess
 import sys
 import time
@@ -157,7 +158,7 @@ def test_send_routed_sends_one_message_to_the_peer_or_refuses_it_whole(
         router.close(0)
 
 
-def test_router_engine_reads_a_batch_per_turn_and_then_the_rest(
+def test_router_engine_reads_a_batch_per_turn_then_one_message_unless_more_are_pending(
     ctx: zmq.Context[zmq.Socket[bytes]],
 ) -> None:
     # inproc: a send lands in the ROUTER's queue at once, so the turns below
@@ -187,9 +188,19 @@ def test_router_engine_reads_a_batch_per_turn_and_then_the_rest(
         replies = [dealer.recv_multipart(zmq.NOBLOCK) for _ in range(n)]
         assert [r[3] for r in replies] == [b"404"] * n
         assert [r[2] for r in replies] == [b"mmi.service"] * n
-        dealer.send_multipart([b"MDPC02", b"\x01", b"mmi.service", b"one"])
-        assert engine.turn(time.monotonic()) is True  # one message, ZMQ_EVENTS says no more
+        assert engine.pending() is False
+        for body in (b"one", b"two"):
+            dealer.send_multipart([b"MDPC02", b"\x01", b"mmi.service", body])
+        assert engine.turn(time.monotonic()) is True  # one message: pending() says the rest
         assert dealer.recv_multipart(zmq.NOBLOCK)[3] == b"404"
+        with pytest.raises(zmq.Again):
+            dealer.recv_multipart(zmq.NOBLOCK)
+        # The second waits, and the ROUTER's fd will never say so: only pending() does.
+        assert not select.select([router.get(zmq.FD)], [], [], 0)[0]
+        assert engine.pending() is True
+        assert engine.turn(time.monotonic(), readable=False) is True  # known: read anyway
+        assert dealer.recv_multipart(zmq.NOBLOCK)[3] == b"404"
+        assert engine.pending() is False
     finally:
         dealer.close(0)
         monitor.close(0)

@@ -106,7 +106,7 @@ class Broker(Background, EngineViews):
         if self._served:
             raise RuntimeError("this broker already served; make a new one")
         self._served = True
-        self._pump = make_pump(self._router)
+        self._pump = make_pump(self._router, self.engine.pending)
         self._token = anyio.lowlevel.current_token()
         log.info("broker listening on %s", ", ".join(self.endpoints))
         try:

@@ -10,7 +10,8 @@ cancellation can fall between a ``recv`` and the core) and
 
 ``zmq.FD`` is edge-triggered and any call into the socket (even
 ``getsockopt(EVENTS)``) may consume the edge, so the pump asks ``EVENTS``
-after every turn and never waits while the socket says it is readable.
+after every turn and never waits while the socket says it is readable
+(a driver whose turn keeps state about it asks its own way, ``pending``).
 Only the pump waits on its socket's fd. A socket is closed with
 :func:`close_socket`: the pump lets go of the fd and
 ``anyio.notify_closing`` is called, with no checkpoint before the close.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import math
 import sys
 from collections.abc import Callable
@@ -54,8 +56,11 @@ class Pump:
     Make it with :func:`make_pump` inside the event loop. :meth:`wake` and
     :meth:`stop` may be called from the turn or any task of the same loop
     (not from another thread). ``clock`` is the loop's clock (what
-    ``anyio.current_time`` returns), which deadlines are in. Call
-    :meth:`close` before the socket closes.
+    ``anyio.current_time`` returns), which deadlines are in. ``pending``
+    says whether a message waits on the socket, leaving its fd truthful
+    (default: one ``getsockopt(EVENTS)``); the pump asks it after every
+    turn that drained the socket, before it waits. Call :meth:`close`
+    before the socket closes.
 
     The turn is the hot path of every driver (a broker runs it twice per
     round trip), so the subclasses wait with the running loop's own
@@ -63,12 +68,14 @@ class Pump:
     anyio's cancellation like any other wait.
     """
 
-    __slots__ = ("_result", "_stopped", "_woken", "clock", "fd", "sock")
+    __slots__ = ("_result", "_stopped", "_woken", "clock", "fd", "pending", "sock")
 
-    def __init__(self, sock: zmq.Socket[bytes], clock: Callable[[], float]) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], clock: Callable[[], float],
+                 pending: Callable[[], bool] | None = None) -> None:
         self.sock = sock
         self.fd: int = sock.get(zmq.FD)  # type: ignore[assignment]
         self.clock = clock
+        self.pending = pending if pending is not None else functools.partial(_readable, sock)
         self._woken = False
         self._stopped = False
         self._result: Any = None
@@ -110,15 +117,16 @@ class _TrioPump(Pump):
 
     __slots__ = ("_scope", "_trio")
 
-    def __init__(self, sock: zmq.Socket[bytes], lib: Any) -> None:
-        super().__init__(sock, lib.current_time)
+    def __init__(self, sock: zmq.Socket[bytes], lib: Any,
+                 pending: Callable[[], bool] | None = None) -> None:
+        super().__init__(sock, lib.current_time, pending)
         self._trio = lib
         self._scope: trio.CancelScope | None = None
 
     async def run(self, turn: Turn) -> Any:
         """See :meth:`Pump.run`."""
         self._begin()
-        lib, clock, sock, fd = self._trio, self.clock, self.sock, self.fd
+        lib, clock, fd, pending = self._trio, self.clock, self.fd, self.pending
         wait_readable, checkpoint = lib.lowlevel.wait_readable, lib.lowlevel.checkpoint
         while True:
             with lib.CancelScope() as scope:
@@ -134,7 +142,7 @@ class _TrioPump(Pump):
                         continue
                     if self._woken:
                         break
-                    if int(sock.get(_EVENTS)) & _POLLIN:
+                    if pending():
                         continue  # never wait while the socket says it is readable
                     if deadline is None:
                         deadline = _INF
@@ -173,8 +181,9 @@ class _AsyncioPump(Pump):
     __slots__ = ("_ctx", "_done", "_loop", "_reading", "_soon", "_timer", "_timer_at",
                  "_turn")
 
-    def __init__(self, sock: zmq.Socket[bytes], loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(sock, loop.time)
+    def __init__(self, sock: zmq.Socket[bytes], loop: asyncio.AbstractEventLoop,
+                 pending: Callable[[], bool] | None = None) -> None:
+        super().__init__(sock, loop.time, pending)
         self._loop = loop
         self._turn: Turn | None = None
         self._done: asyncio.Future[Any] | None = None
@@ -221,7 +230,7 @@ class _AsyncioPump(Pump):
         if self._stopped:
             done.set_result(self._result)
             return
-        if not drained or int(self.sock.get(_EVENTS)) & _POLLIN:
+        if not drained or self.pending():
             self.wake()  # never wait while the socket says it is readable
         elif deadline != self._timer_at:
             if self._timer is not None:
@@ -256,13 +265,19 @@ class _AsyncioPump(Pump):
             self._timer = None
 
 
-def make_pump(sock: zmq.Socket[bytes]) -> Pump:
-    """The pump for ``sock`` on the running loop (trio's or asyncio's)."""
+def make_pump(sock: zmq.Socket[bytes], pending: Callable[[], bool] | None = None) -> Pump:
+    """The pump for ``sock`` on the running loop (trio's or asyncio's);
+    ``pending``: see :class:`Pump`."""
     # anyio runs on trio or asyncio; trio is imported only by trio apps.
     lib = sys.modules.get("trio")
     if lib is not None and lib.lowlevel.in_trio_run():
-        return _TrioPump(sock, lib)
-    return _AsyncioPump(sock, asyncio.get_running_loop())
+        return _TrioPump(sock, lib, pending)
+    return _AsyncioPump(sock, asyncio.get_running_loop(), pending)
+
+
+def _readable(sock: zmq.Socket[bytes]) -> bool:
+    """Whether a message waits on ``sock`` (a Pump's default ``pending``)."""
+    return bool(int(sock.get(_EVENTS)) & _POLLIN)
 
 
 async def watch_monitor(

@@ -153,7 +153,7 @@ class Broker(EngineViews, Service):
 
     def _serve(self) -> None:
         log.info("broker listening on %s", ", ".join(self.endpoints))
-        self._pump = pump = Pump(self.engine.router)
+        self._pump = pump = Pump(self.engine.router, pending=self.engine.pending)
         watches: list[Watch] = [MonitorWatch(self.engine.monitor, self._on_monitor)]
         if self._zap is not None:
             watches.append(Watch(plain(self._zap.socket), self._on_zap))

@@ -30,6 +30,7 @@ more than the broker's whole turn on a small message.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -90,16 +91,20 @@ class Pump:
     :meth:`wake` and :meth:`stop` may be called from any greenlet of the
     hub's thread, the turn included; :meth:`wake_threadsafe` from another
     thread or a signal handler. ``clock`` is what deadlines are in.
+    ``pending`` says whether a message waits on the socket, leaving its fd
+    truthful (default: one ``getsockopt(EVENTS)``); the pump asks it after
+    every turn that drained the socket, before it waits.
     One :meth:`run` at a time; a pump may run again after it returned.
     """
 
     __slots__ = ("_armed", "_glet", "_io", "_loop", "_result", "_soon", "_stopped",
-                 "_timer", "_waiting", "_woken", "clock", "sock")
+                 "_timer", "_waiting", "_woken", "clock", "pending", "sock")
 
-    def __init__(self, sock: zmq.Socket[bytes], clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], clock: Callable[[], float] = time.monotonic,
+                 pending: Callable[[], bool] | None = None) -> None:
         self.sock = sock
         self.clock = clock
+        self.pending = pending if pending is not None else functools.partial(_readable, sock)
         self._loop = get_hub().loop
         self._io = self._loop.io(sock.get(zmq.FD), _READ)  # type: ignore[arg-type]
         self._timer: Any = None
@@ -116,7 +121,7 @@ class Pump:
         deadline passed or :meth:`wake` was called; return the value given
         to :meth:`stop`. An exception ``turn`` raises ends the run with it,
         and so does one thrown into this greenlet (``Greenlet.kill``)."""
-        hub, sock, clock = get_hub(), self.sock, self.clock
+        hub, clock, pending = get_hub(), self.clock, self.pending
         self._glet = getcurrent()
         self._io.start(self._resume)  # level-triggered; ignored while not waiting
         try:
@@ -128,7 +133,7 @@ class Pump:
                 if not drained:
                     gevent.sleep(0)  # messages left: let the others in first
                     continue
-                if self._woken or int(sock.get(_EVENTS)) & _POLLIN:
+                if self._woken or pending():
                     continue  # never wait while the socket says it is readable
                 if deadline != self._armed:
                     self._arm(deadline)
@@ -196,6 +201,11 @@ class Pump:
             self._timer.stop()
             self._timer = None
         self._armed = _NAN
+
+
+def _readable(sock: zmq.Socket[bytes]) -> bool:
+    """Whether a message waits on ``sock`` (a Pump's default ``pending``)."""
+    return bool(int(sock.get(_EVENTS)) & _POLLIN)
 
 
 class Watch:

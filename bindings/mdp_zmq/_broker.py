@@ -175,13 +175,13 @@ class Broker(Runner, EngineViews):
         self._loop_ident = threading.get_ident()
         engine.monitor_ready()  # from here on the monitor is read to zmq.Again
         readable = True  # the ROUTER may hold messages from before the loop
+        zap_more = zap is not None  # so may the ZAP socket
         while not self._closing:
             # One deadline per turn: one that the messages read below bring
             # forward is met on the next turn (its poll won't wait).
-            wait = timeout_ms(engine.wake_at(), clock())
-            if readable:
-                wait = 0
-            router_ready = readable
+            wake = engine.wake_at()
+            wait = 0 if readable or zap_more else timeout_ms(wake, clock())
+            router_ready, zap_ready = readable, zap_more
             monitor_ready = woken = False
             for fd, _ in poll(-1 if wait is None else wait):
                 if fd == router_fd:
@@ -189,9 +189,11 @@ class Broker(Runner, EngineViews):
                 elif fd == monitor_fd:
                     monitor_ready = True
                 elif fd == zap_fd:
-                    engine.zap_ready()
+                    zap_ready = True
                 else:
                     woken = True
+            if zap_ready:
+                engine.zap_ready()
             if monitor_ready:
                 engine.monitor_ready()
             drained = engine.turn(clock(), router_ready)
@@ -200,13 +202,13 @@ class Broker(Runner, EngineViews):
                 if self._asks:
                     self._answer_asks()
             # The turn's sends may have taken a "message arrived" note from
-            # the ROUTER's mailbox: ask it (one ZMQ_EVENTS) whether a message
-            # waits. The monitor is always read to zmq.Again, so its fd tells
-            # the truth; the ZAP socket is read a batch at a time.
-            readable = not drained or bool(_backend_get(router, _EVENTS) & _POLLIN)
-            if zap is not None and _backend_get(zap, _EVENTS) & _POLLIN:
-                engine.zap_ready()
-                readable = True
+            # the ROUTER's mailbox, and a turn reads one message unless more
+            # were known to wait: pending() asks (one ZMQ_EVENTS). The
+            # monitor is always read to zmq.Again, so its fd tells the
+            # truth; the ZAP socket, read a batch at a time, is asked the
+            # same way, after a turn that read it (nothing else calls into it).
+            readable = not drained or engine.pending()
+            zap_more = zap_ready and zap is not None and bool(_backend_get(zap, _EVENTS) & _POLLIN)
 
     # --------------------------------------------------------------- shutdown
 

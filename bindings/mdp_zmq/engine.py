@@ -7,9 +7,10 @@ ROUTER, :class:`DealerEngine` for a worker's or client's DEALER.
 
 A broker's turn (:class:`RouterEngine`):
 
-* read what the ROUTER holds (a batch at most, so timers and sends get a
-  turn) and feed it to :class:`mdp_core.Broker`, each message with its
-  connection checked by the :class:`~mdp_zmq.glue.ConnectionTracker`;
+* read a message, or what the ROUTER holds once it is known to hold more
+  (a batch at most, so timers and sends get a turn), and feed it to
+  :class:`mdp_core.Broker`, each message with its connection checked by
+  the :class:`~mdp_zmq.glue.ConnectionTracker`;
 * tell the core about lost connections once their last messages are read
   (libzmq queues a connection's messages before it reports the drop, so a
   worker's last FINAL counts before its loss does);
@@ -20,6 +21,8 @@ A broker's turn (:class:`RouterEngine`):
   (a full queue) to ``Broker.send_failed`` and a peer that is gone
   (``ROUTER_MANDATORY``'s EHOSTUNREACH) to ``Broker.connection_lost``;
 * log and hand on the core's events, rate-limited;
+* then, before the driver waits, one ``ZMQ_EVENTS`` says whether messages
+  are waiting (:meth:`RouterEngine.pending`), which the next turn reads;
 * with CURVE (``TransportConfig.security``): pass each message's
   authenticated identity (its ``User-Id``) to the core, answer the ZAP
   handler's requests (:meth:`RouterEngine.zap_ready`) and log refused
@@ -79,7 +82,7 @@ DEALER_BATCH = 64
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
 #: pyzmq's getsockopt without ``zmq.Socket.get``'s wrapping of ZMQ_EVENTS in
-#: an enum (a Python-level call per read message, in a profile of the broker).
+#: a flag enum (it still looks the option up in one: ~1.4 us a call).
 _backend_get = zmq.backend.Socket.get
 _NOBLOCK = int(zmq.NOBLOCK)
 _ACCEPTED = int(zmq.EVENT_ACCEPTED)
@@ -100,7 +103,8 @@ class RouterEngine:
 
     The driver calls :meth:`monitor_ready` when the monitor may be readable,
     :meth:`turn` when the ROUTER may be readable or :meth:`wake_at` has
-    come, :meth:`zap_ready` when the ZAP handler's socket may be readable
+    come, :meth:`pending` after a turn and before it waits on the ROUTER's
+    fd, :meth:`zap_ready` when the ZAP handler's socket may be readable
     (with ``zap``, which a secured ``transport`` needs), and :meth:`close`
     once at shutdown. All of them run in the driver's one I/O thread
     (task, greenlet) and never block. ``on_event`` gets every core event
@@ -142,6 +146,10 @@ class RouterEngine:
         self._tick_turns = 0  # turns the due timers waited for the ROUTER to be emptied
         self._deadline: float | None = None
         self._wake: float | None = None  # what wake_at() last said
+        # Messages are known to wait (pending() said so, or a batch ended
+        # before the ROUTER was empty): the next turn reads until zmq.Again.
+        # True at first: the ROUTER may hold messages from before the loop.
+        self._queued = True
         #: The ZAP handler a secured broker answers (None without security).
         self.zap = zap
         # With CURVE every message carries its sender's identity for the core.
@@ -208,11 +216,26 @@ class RouterEngine:
     def turn(self, now: float, readable: bool = True) -> bool:
         """Read (if ``readable`` or a loss waits), tell losses, tick, send, report.
 
-        Returns False if it stopped reading with messages left (call it
-        again soon, after the other sockets had a turn).
+        Reads one message, or, once :meth:`pending` has found more waiting
+        (or a loss waits to be told), up to a batch until the ROUTER is
+        empty. Returns False if it stopped reading with messages left (call
+        it again soon, after the other sockets had a turn); after True, ask
+        :meth:`pending` before waiting on the ROUTER's ``zmq.FD``.
         """
         lost = self._lost
-        drained = self._read(now) if readable or lost else True
+        if lost or self._queued:
+            drained = self._read(now, BATCH)
+            self._queued = not drained
+        else:
+            if readable:
+                # Sequential load (a request, then its reply) brings one
+                # message per wake-up: asking for a second costs a syscall
+                # per message, and pending() asks anyway once we have sent.
+                self._read(now, 1)
+            # A loss found while reading (a new peer on a reused fd) is told
+            # only once the ROUTER is empty: read on first.
+            drained = not lost
+            self._queued = not drained
         if lost:
             self._lost_turns += 1
             if drained or self._lost_turns > MAX_LOSS_DEFERRAL:
@@ -228,6 +251,18 @@ class RouterEngine:
         self._flush(now)
         self._report()
         return drained
+
+    def pending(self) -> bool:
+        """Whether a message waits on the ROUTER (the next :meth:`turn` reads them all).
+
+        One ``ZMQ_EVENTS``, which also leaves the ROUTER's ``zmq.FD`` telling
+        the truth: a driver asks this after every turn that returned True and
+        before it waits on that fd. The fd is edge-like (any call into the
+        socket, a send included, may take the news that a message arrived),
+        and a turn may leave messages unread (see :meth:`turn`).
+        """
+        self._queued = queued = bool(_backend_get(self.router, _EVENTS) & _POLLIN)
+        return queued
 
     def close(self, now: float) -> None:
         """Shut the core down (every live worker gets DISCONNECT) and send that.
@@ -253,23 +288,11 @@ class RouterEngine:
             why = _HANDSHAKE_WHY.get(ev.value, f"a peer (protocol error {ev.value:#x})")
             log.warning("refused %s at the handshake on %s", why, shorten(ev.endpoint))
 
-    def _read_plain(self, now: float) -> bool:
+    def _read_plain(self, now: float, limit: int) -> bool:
+        """Feed up to ``limit`` messages to the core; True if the ROUTER ran empty."""
         core, router = self.core, self.router
         knows = self.tracker.knows
-        item = recv_routed(router)
-        if item is None:
-            return True
-        peer, frames, fd = item
-        if fd < 0 or knows(peer, fd) or self._admit(peer, fd, now):
-            core.receive(peer, frames, now)
-        # One message in: ask ZMQ_EVENTS whether another waits (a raised
-        # zmq.Again costs twice as much, paid per message when requests come
-        # one at a time). Two or more: read until zmq.Again, since every
-        # ZMQ_EVENTS is a syscall and a load that queues messages pays it
-        # per message.
-        if not _backend_get(router, _EVENTS) & _POLLIN:
-            return True
-        for _ in range(BATCH - 1):
+        for _ in range(limit):
             item = recv_routed(router)
             if item is None:
                 return True
@@ -278,19 +301,11 @@ class RouterEngine:
                 core.receive(peer, frames, now)
         return False
 
-    def _read_identified(self, now: float) -> bool:
+    def _read_identified(self, now: float, limit: int) -> bool:
         """:meth:`_read_plain` with each message's identity (CURVE's User-Id)."""
         core, router = self.core, self.router
         knows = self.tracker.knows
-        item = recv_routed_identified(router)
-        if item is None:
-            return True
-        peer, frames, fd, identity = item
-        if fd < 0 or knows(peer, fd) or self._admit(peer, fd, now):
-            core.receive(peer, frames, now, identity)
-        if not _backend_get(router, _EVENTS) & _POLLIN:
-            return True
-        for _ in range(BATCH - 1):
+        for _ in range(limit):
             item = recv_routed_identified(router)
             if item is None:
                 return True
