@@ -223,7 +223,8 @@ class RouterEngine:
         :meth:`pending` before waiting on the ROUTER's ``zmq.FD``.
         """
         lost = self._lost
-        if lost or self._queued:
+        batch = bool(lost) or self._queued
+        if batch:
             drained = self._read(now, BATCH)
             self._queued = not drained
         else:
@@ -242,8 +243,11 @@ class RouterEngine:
                 self._apply_losses(now)
         deadline = self._deadline
         if deadline is not None and now >= deadline:
-            # Timers judge silence: read what has arrived first.
-            if drained or self._tick_turns >= MAX_TICK_DEFERRAL:
+            # Timers judge silence: read what has arrived first (after one
+            # message read, ask whether more wait: a stalled broker's
+            # backlog of heartbeats must count before anyone expires).
+            empty = drained and (batch or not self.pending())
+            if empty or self._tick_turns >= MAX_TICK_DEFERRAL:
                 self._tick_turns = 0
                 self.core.tick(now)
             else:
