@@ -29,9 +29,36 @@ def recv_routed(router: zmq.Socket[bytes]) -> tuple[bytes, list[bytes], int] | N
     Returns ``(routing id, frames, fd)`` with the fd read from ``zmq.SRCFD``
     (-1 if libzmq gave none), or None if nothing is waiting.
     """
+    got = _recv_parts(router)
+    if got is None:
+        return None
+    peer, frames, last = got
+    return peer, frames, _source_fd(last)
+
+
+def recv_routed_identified(
+    router: zmq.Socket[bytes],
+) -> tuple[bytes, list[bytes], int, str | None] | None:
+    """:func:`recv_routed` on a secured ROUTER: ``(routing id, frames, fd,
+    identity)``, the identity being the connection's ``User-Id`` (what the
+    ZAP handler named its key; None if libzmq has none), or None if nothing
+    is waiting."""
+    got = _recv_parts(router)
+    if got is None:
+        return None
+    peer, frames, last = got
+    try:
+        identity: str | None = last.get("User-Id")  # type: ignore[assignment] # a str property
+    except zmq.ZMQError:  # pragma: no cover - a connection without ZAP
+        identity = None
+    return peer, frames, _source_fd(last), identity
+
+
+def _recv_parts(router: zmq.Socket[bytes]) -> tuple[bytes, list[bytes], zmq.Frame] | None:
     # Frame by frame with ``Frame.more`` rather than ``recv_multipart``: the
     # latter asks getsockopt(RCVMORE) per frame; this halves the per-message
-    # cost on small MDP messages (bench/e2e.py, docs/performance.md).
+    # cost on small MDP messages (bench/e2e.py, docs/performance.md). The
+    # last frame is returned for its metadata.
     recv = router.recv
     try:
         part = recv(_NOBLOCK, copy=False)
@@ -42,39 +69,14 @@ def recv_routed(router: zmq.Socket[bytes]) -> tuple[bytes, list[bytes], int] | N
     while part.more:  # the rest of a multipart message is already there: never EAGAIN
         part = recv(_NOBLOCK, copy=False)
         frames.append(part.bytes)
-    try:
-        fd = int(part.get(zmq.SRCFD))  # from the last frame, as before
-    except zmq.ZMQError:  # pragma: no cover - libzmq without SRCFD
-        fd = -1
-    return peer, frames, fd
+    return peer, frames, part
 
 
-def recv_routed_identified(
-    router: zmq.Socket[bytes],
-) -> tuple[bytes, list[bytes], int, str | None] | None:
-    """:func:`recv_routed` on a secured ROUTER: ``(routing id, frames, fd,
-    identity)``, the identity being the connection's ``User-Id`` (what the
-    ZAP handler named its key; None if libzmq has none), or None if nothing
-    is waiting."""
-    recv = router.recv
+def _source_fd(part: zmq.Frame) -> int:
     try:
-        part = recv(_NOBLOCK, copy=False)
-    except zmq.Again:
-        return None
-    peer = part.bytes
-    frames: list[bytes] = []
-    while part.more:
-        part = recv(_NOBLOCK, copy=False)
-        frames.append(part.bytes)
-    try:
-        fd = int(part.get(zmq.SRCFD))
+        return int(part.get(zmq.SRCFD))
     except zmq.ZMQError:  # pragma: no cover - libzmq without SRCFD
-        fd = -1
-    try:
-        identity: str | None = part.get("User-Id")  # type: ignore[assignment] # a str property
-    except zmq.ZMQError:  # pragma: no cover - a connection without ZAP
-        identity = None
-    return peer, frames, fd, identity
+        return -1
 
 
 def send_frames(sock: zmq.Socket[bytes], frames: Sequence[bytes]) -> None:
