@@ -574,3 +574,15 @@ def test_broker_exits_on_sigterm_at_any_moment_under_load_and_after_peers_vanish
         assert code == 0, (i, code)
         peers.stop()
         broker.stop()
+
+
+@pytest.mark.parametrize("driver", ["mdp_zmq", "mdp_async", "mdp_gevent"])
+def test_every_broker_refuses_endpoints_that_are_not_str_before_it_opens_anything(
+    driver: str,
+) -> None:
+    import importlib
+
+    broker_class = importlib.import_module(driver).Broker
+    for bad in (b"tcp://127.0.0.1:*", 5555, None):
+        with pytest.raises(TypeError, match="endpoints must be a str or a sequence"):
+            broker_class(bad)

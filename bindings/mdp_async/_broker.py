@@ -26,6 +26,7 @@ from mdp_zmq.engine import EngineViews, RouterEngine
 from mdp_zmq.glue import (
     MonitorEvent,
     TransportConfig,
+    bind_endpoints,
     close_broker,
     open_broker,
 )
@@ -81,8 +82,7 @@ class Broker(Background, EngineViews):
         on_event: Callable[[Event], None] | None = None,
         metrics: mdp_core.BrokerMetrics | None = None,
     ) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [endpoints]
+        endpoints = bind_endpoints(endpoints)
         self.core = mdp_core.Broker(config, timed=metrics is not None)
         self.metrics = metrics
         self._token: EventLoopToken | None = None  # while serving: the loop to ask

@@ -22,7 +22,7 @@ import zmq
 import zmq.green
 from gevent.monkey import get_original
 from mdp_zmq.engine import EngineViews, RouterEngine
-from mdp_zmq.glue import MonitorEvent, TransportConfig, close_broker, open_broker
+from mdp_zmq.glue import MonitorEvent, TransportConfig, bind_endpoints, close_broker, open_broker
 
 import mdp_core
 from mdp_core import Event
@@ -88,11 +88,7 @@ class Broker(EngineViews, Service):
         on_event: Callable[[Event], None] | None = None,
         metrics: mdp_core.BrokerMetrics | None = None,
     ) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [endpoints]
-        elif not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
-            raise TypeError("endpoints must be a str or a sequence of str, not "
-                            f"{type(endpoints).__name__}")
+        endpoints = bind_endpoints(endpoints)
         if context is not None:
             green_context(context)  # the TypeError of a plain one
         self.core = mdp_core.Broker(config, timed=metrics is not None)

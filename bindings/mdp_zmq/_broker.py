@@ -29,6 +29,7 @@ from ._runner import Runner
 from .engine import EngineViews, RouterEngine
 from .glue import (
     TransportConfig,
+    bind_endpoints,
     close_broker,
     open_broker,
     timeout_ms,
@@ -86,11 +87,7 @@ class Broker(Runner, EngineViews):
         metrics: mdp_core.BrokerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(endpoints, str):
-            endpoints = [endpoints]
-        elif not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
-            raise TypeError("endpoints must be a str or a sequence of str, not "
-                            f"{type(endpoints).__name__}")
+        endpoints = bind_endpoints(endpoints)
         self.core = mdp_core.Broker(config, timed=metrics is not None)
         self.metrics = metrics
         # Snapshots asked for by other threads, taken by the loop between

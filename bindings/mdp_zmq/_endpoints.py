@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["as_endpoints", "normalize_endpoint", "parse_host_port"]
+__all__ = ["as_endpoints", "bind_endpoints", "normalize_endpoint", "parse_host_port"]
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -67,3 +67,18 @@ def as_endpoints(endpoints: str | Sequence[str]) -> list[str]:
             raise ValueError(f"broker endpoint {normal} given twice")
         seen.add(normal)
     return given
+
+
+def bind_endpoints(endpoints: str | Sequence[str]) -> list[str]:
+    """The endpoints a broker binds: one (a str) or a sequence of them.
+
+    Each is checked when it is bound (``glue.make_router``). Raises
+    TypeError if ``endpoints`` is neither a str nor a sequence (bytes are
+    not one), before the broker opens anything.
+    """
+    if isinstance(endpoints, str):
+        return [endpoints]
+    if not isinstance(endpoints, Sequence) or isinstance(endpoints, (bytes, bytearray)):
+        raise TypeError("endpoints must be a str or a sequence of str, not "
+                        f"{type(endpoints).__name__}")
+    return list(endpoints)

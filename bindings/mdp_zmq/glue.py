@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from ._endpoints import as_endpoints, normalize_endpoint, parse_host_port
+from ._endpoints import as_endpoints, bind_endpoints, normalize_endpoint, parse_host_port
 from ._frames import recv_routed, recv_routed_identified, send_frames, send_routed
 from ._logging import (
     HandlerError,
@@ -84,6 +84,7 @@ __all__ = [
     "ZapHandler",
     "apply_security",
     "as_endpoints",
+    "bind_endpoints",
     "broker_context",
     "close_broker",
     "close_monitor",
